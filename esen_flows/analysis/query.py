@@ -1,0 +1,86 @@
+"""Reading results back: ``query`` for documents, ``hull_table`` for a DataFrame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jobflow import JobStore
+
+from esen_flows.schemas import ResultDocument, StabilityDocument
+from esen_flows.stores import find_documents, open_store
+
+HULL_COLUMNS = [
+    "label",
+    "formula",
+    "chemsys",
+    "energy_per_atom",
+    "e_form",
+    "e_above_hull",
+    "stable",
+    "candidate",
+    "status",
+    "reason",
+]
+
+
+def query(store: JobStore | str | Path, kind: str, **filters: Any) -> list[ResultDocument]:
+    """Result documents of ``kind`` ("relaxation", "stability", ...), newest first.
+
+    ``filters`` match document fields exactly (``label="AuCu-fcc-001"``, ``status="ok"``) or
+    take MongoDB operators (``e_above_hull={"$lt": 0.05}``).
+    """
+    return find_documents(open_store(store), kind, **filters)
+
+
+def latest_per_label(docs: list[ResultDocument]) -> list[ResultDocument]:
+    """Keep the newest document of each label (``docs`` newest first)."""
+    seen: set[str] = set()
+    out = []
+    for d in docs:
+        if d.label not in seen:
+            seen.add(d.label)
+            out.append(d)
+    return out
+
+
+def _in_chemsys(doc_chemsys: str | None, chemsys: str) -> bool:
+    if not doc_chemsys:
+        return False
+    return set(doc_chemsys.split("-")) <= set(chemsys.split("-"))
+
+
+def hull_table(
+    store: JobStore | str | Path, chemsys: str | None = None, include_failed: bool = True
+) -> pd.DataFrame:
+    """The stability of every screened structure as a DataFrame, sorted by e_above_hull.
+
+    Parameters
+    ----------
+    store
+        A ``JobStore`` or the folder of an embedded store.
+    chemsys
+        ``"Cu-Au"`` keeps the structures whose elements all lie in that system.
+    include_failed
+        Keep rows of structures whose relaxation or hull placement failed (with ``reason``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``label, formula, chemsys, energy_per_atom, e_form, e_above_hull`` (eV/atom),
+        ``stable, candidate`` (bool), ``status, reason``; the newest document per label.
+    """
+    if chemsys is not None:
+        chemsys = "-".join(sorted(chemsys.replace(",", "-").split("-")))
+    docs = latest_per_label(query(store, "stability"))
+    rows = []
+    for d in docs:
+        assert isinstance(d, StabilityDocument)
+        if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
+            continue
+        if d.status != "ok" and not include_failed:
+            continue
+        rows.append({c: getattr(d, c) for c in HULL_COLUMNS})
+    table = pd.DataFrame(rows, columns=HULL_COLUMNS)
+    return table.sort_values(["e_above_hull", "label"], na_position="last").reset_index(drop=True)

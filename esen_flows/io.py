@@ -1,0 +1,244 @@
+"""Structure input: pymatgen ``Structure``, ASE ``Atoms`` and files, with labels.
+
+Label rules (DESIGN.md contracts): the ``label`` in an extxyz frame's info, else the file
+stem, with ``-N`` appended for the N-th frame (0-based) of a multi-frame file. A ``Structure``
+carries its label in ``structure.properties["label"]`` and ``Atoms`` in ``atoms.info["label"]``.
+Unlabelled in-memory structures get ``<reduced formula>-<index in the input>``. Labels must be
+unique within a screen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from monty.json import MSONable
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".xyz", ".extxyz", ".json", ".traj")
+STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
+
+
+@dataclass
+class UnreadableInput(MSONable):
+    """A placeholder for an input that could not be turned into a structure.
+
+    It travels through a flow in place of the structure so that the job can write a ``failed``
+    document with the reason instead of the whole screen stopping.
+    """
+
+    label: str
+    source: str
+    reason: str
+
+
+StructureInput = Structure | Atoms | str | Path
+
+
+def get_label(obj: Structure | Atoms | UnreadableInput) -> str | None:
+    """Return the label carried by a structure, or None when it has none."""
+    if isinstance(obj, UnreadableInput):
+        return obj.label
+    label = obj.properties.get("label") if isinstance(obj, Structure) else obj.info.get("label")
+    return None if label is None else str(label)
+
+
+def with_label(structure: Structure, label: str) -> Structure:
+    """Return a copy of ``structure`` whose ``properties["label"]`` is ``label``."""
+    new = structure.copy()
+    new.properties = {**(structure.properties or {}), "label": label}
+    return new
+
+
+def to_structure(obj: Structure | Atoms) -> Structure:
+    """Convert ASE ``Atoms`` to a pymatgen ``Structure`` keeping ``info["label"]``."""
+    if isinstance(obj, Structure):
+        return obj
+    if not isinstance(obj, Atoms):
+        raise TypeError(f"expected a pymatgen Structure or ASE Atoms, got {type(obj).__name__}")
+    structure = AseAtomsAdaptor.get_structure(obj)
+    label = obj.info.get("label")
+    props = dict(structure.properties or {})
+    if label is not None:
+        props["label"] = str(label)
+    structure.properties = props
+    return structure
+
+
+def to_atoms(obj: Structure | Atoms) -> Atoms:
+    """Convert a pymatgen ``Structure`` to ASE ``Atoms`` (a copy), keeping the label."""
+    if isinstance(obj, Atoms):
+        return obj.copy()
+    atoms = AseAtomsAdaptor.get_atoms(obj)
+    label = (obj.properties or {}).get("label")
+    if label is not None:
+        atoms.info["label"] = str(label)
+    return atoms
+
+
+def _is_structure_file(path: Path) -> bool:
+    name = path.name
+    return path.suffix.lower() in STRUCTURE_SUFFIXES or any(
+        name.startswith(stem) for stem in STRUCTURE_NAMES
+    )
+
+
+def read_file(path: str | Path) -> list[Structure]:
+    """Read every structure of one file (CIF, POSCAR, extxyz with many frames, ...).
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be parsed or holds no structure; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".cif":
+            from pymatgen.io.cif import CifParser
+
+            structures = CifParser(path).parse_structures(primitive=False)
+            frames: list[Structure | Atoms] = list(structures)
+        elif suffix in (".xyz", ".extxyz", ".traj"):
+            from ase.io import read
+
+            frames = list(read(path, index=":"))
+        elif suffix == ".json":
+            frames = [Structure.from_file(path)]
+        else:
+            frames = [Structure.from_file(path)]
+    except Exception as exc:  # any parser error is a bad input, not a crash
+        raise ValueError(f"{path}: cannot read structure ({type(exc).__name__}: {exc})") from exc
+    if not frames:
+        raise ValueError(f"{path}: file holds no structure")
+    out = []
+    multi = len(frames) > 1
+    for i, frame in enumerate(frames):
+        structure = to_structure(frame)
+        label = get_label(frame)
+        if label is None:
+            label = f"{path.stem}-{i}" if multi else path.stem
+        out.append(with_label(structure, label))
+    return out
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders into the structure files they contain (sorted, not recursive)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.is_file() and _is_structure_file(f)))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or directory")
+    return out
+
+
+def load_structures(
+    inputs: StructureInput | Sequence[StructureInput],
+) -> list[Structure | UnreadableInput]:
+    """Turn any mix of inputs into labelled structures.
+
+    Parameters
+    ----------
+    inputs
+        Structures, ``Atoms``, file paths or folders (or a list of them).
+
+    Returns
+    -------
+    list
+        One labelled ``Structure`` per structure found, in input order; an ``UnreadableInput``
+        for each file that could not be parsed, so the screen can report it and go on.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path that does not exist (a bad argument, not a bad structure).
+    ValueError
+        When two structures share a label.
+    """
+    if isinstance(inputs, Structure | Atoms | str | Path):
+        inputs = [inputs]
+    out: list[Structure | UnreadableInput] = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, UnreadableInput):
+            out.append(item)
+        elif isinstance(item, str | Path):
+            for path in expand_paths([item]):
+                try:
+                    out.extend(read_file(path))
+                except ValueError as exc:
+                    out.append(UnreadableInput(label=path.stem, source=str(path), reason=str(exc)))
+        elif isinstance(item, Structure | Atoms):
+            structure = to_structure(item)
+            label = get_label(item) or f"{structure.composition.reduced_formula}-{i}"
+            out.append(with_label(structure, label))
+        else:
+            raise TypeError(
+                f"input {i}: expected a Structure, Atoms or a path, got {type(item).__name__}"
+            )
+    seen: dict[str, int] = {}
+    for j, obj in enumerate(out):
+        label = get_label(obj)
+        if label in seen:
+            raise ValueError(
+                f"duplicate label {label!r} (inputs {seen[label]} and {j}); labels must be unique "
+                "within a screen: rename the files or set distinct labels"
+            )
+        seen[label] = j
+    return out
+
+
+def structure_problem(structure: Structure, min_distance: float = 0.5) -> str | None:
+    """Return why a structure cannot be computed, or None when it looks sound.
+
+    Checks: no sites, non-finite lattice or coordinates, a degenerate cell, and atoms closer
+    than ``min_distance`` (Angstrom) to each other or to their own periodic images.
+    """
+    if len(structure) == 0:
+        return "empty structure (no sites)"
+    lattice = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.all(np.isfinite(lattice)):
+        return "lattice has non-finite (NaN or inf) entries"
+    if not np.all(np.isfinite(structure.frac_coords)) or not np.all(
+        np.isfinite(structure.cart_coords)
+    ):
+        return "coordinates have non-finite (NaN or inf) entries"
+    volume = abs(float(np.linalg.det(lattice)))
+    if not math.isfinite(volume) or volume < 1e-3 * len(structure):
+        return f"degenerate cell (volume {volume:.3g} A^3)"
+    if not structure.is_ordered:
+        return "disordered structure (partial occupancies); order it first"
+    dmin = _min_distance(structure)
+    if dmin < min_distance:
+        return f"overlapping atoms: closest pair {dmin:.3f} A apart (< {min_distance} A)"
+    return None
+
+
+def _min_distance(structure: Structure, cutoff: float = 3.0) -> float:
+    """Smallest distance between two sites, periodic images included (Angstrom).
+
+    Distances beyond ``cutoff`` are not looked at (inf is returned when none is closer).
+    """
+    centers, points, _, dists = structure.get_neighbor_list(r=cutoff, exclude_self=False)
+    same = (centers == points) & (dists < 1e-8)
+    dists = dists[~same]
+    return float(np.min(dists)) if len(dists) else float("inf")
+
+
+def describe(obj: Any) -> str:
+    """A short human name for an input in error messages."""
+    label = get_label(obj) if isinstance(obj, Structure | Atoms | UnreadableInput) else None
+    if label:
+        return label
+    return type(obj).__name__

@@ -1,0 +1,116 @@
+"""The screen: batched relaxations, then one convex-hull job."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from jobflow import Flow, Maker, job
+from pymatgen.core import Structure
+from pymatgen.entries.computed_entries import ComputedEntry
+
+from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
+from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures
+from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
+from esen_flows.schemas import RelaxationDocument, StabilityDocument
+from esen_flows.stores import save_documents
+
+
+@job(config=STORE_CONFIG)
+def stability_job(
+    relaxations: list[list[RelaxationDocument]],
+    references: list[RelaxationDocument] | None = None,
+    reference_entries: list[ComputedEntry] | None = None,
+    e_hull_max: float = 0.05,
+) -> list[StabilityDocument]:
+    """Place every relaxed structure on the convex hull of its chemical system.
+
+    Parameters
+    ----------
+    relaxations
+        The outputs of the batch relaxation jobs (lists of documents).
+    references
+        Relaxed elemental references (fcc, bcc, hcp); the lowest per element is used.
+    reference_entries
+        User-supplied competing phases (computed with the same potential).
+    e_hull_max
+        Candidate threshold, eV/atom.
+    """
+    docs = [d for batch in relaxations for d in batch]
+    entries = list(reference_entries or [])
+    entries += [entry_from_document(d) for d in references or [] if d.status == "ok"]
+    stability = compute_stability(docs, entries, e_hull_max=e_hull_max)
+    store = _current_store()
+    if store is not None:
+        save_documents(store, stability)
+    return stability
+
+
+@dataclass
+class ScreeningMaker(Maker):
+    """Relax many candidates in batches and compute their convex-hull stability.
+
+    The flow has ceil(n / batch_size) relaxation jobs, one job relaxing the elemental
+    references (fcc, bcc, hcp of every element screened; skipped when ``reference_entries`` are
+    given) and one hull job.
+
+    Parameters
+    ----------
+    name
+        Flow name.
+    potential
+        Potential name for ``get_potential``.
+    e_hull_max
+        Structures within this distance of the hull (eV/atom) are ``candidate``s.
+    batch_size
+        Structures per relaxation job.
+    relax_maker
+        Relaxation settings; its ``potential`` is replaced by this maker's.
+    reference_entries
+        Competing phases computed with the same potential (e.g. ``ComputedEntry``s read from
+        JSON); they replace the elemental reference relaxations.
+    """
+
+    name: str = "screen"
+    potential: str = "emt"
+    e_hull_max: float = 0.05
+    batch_size: int = 100
+    relax_maker: BatchRelaxMaker = field(default_factory=BatchRelaxMaker)
+    reference_entries: list[ComputedEntry] | None = None
+
+    def make(self, structures: StructureInput | list[StructureInput]) -> Flow:
+        """The screening flow for ``structures`` (Structures, Atoms, files or folders)."""
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        items: list[Structure | UnreadableInput] = load_structures(structures)
+        if not items:
+            raise ValueError("nothing to screen: no structure was given")
+        relax = replace(self.relax_maker, potential=self.potential)
+        n_batches = math.ceil(len(items) / self.batch_size)
+        jobs = []
+        for b in range(n_batches):
+            chunk = items[b * self.batch_size : (b + 1) * self.batch_size]
+            jobs.append(relax.make(chunk))
+            jobs[-1].name = f"relax {b + 1}/{n_batches}"
+        ref_job = None
+        if not self.reference_entries:
+            labels = {get_label(s) for s in items}
+            elements = {
+                el.symbol
+                for s in items
+                if isinstance(s, Structure)
+                for el in s.composition.elements
+            }
+            refs = [r for r in elemental_references(elements) if get_label(r) not in labels]
+            if refs:
+                ref_job = relax.make(refs)
+                ref_job.name = "relax references"
+                jobs.append(ref_job)
+        hull = stability_job(
+            [j.output for j in jobs if j is not ref_job],
+            references=ref_job.output if ref_job is not None else None,
+            reference_entries=self.reference_entries,
+            e_hull_max=self.e_hull_max,
+        )
+        hull.name = "hull"
+        return Flow([*jobs, hull], output=hull.output, name=self.name)

@@ -1,0 +1,288 @@
+"""The one interface the rest of esen-flows sees: a ``Potential``.
+
+``get_potential(name)`` turns a name into a ``Potential``:
+
+- ``"emt"``: ASE's effective-medium theory (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O roughly),
+- ``"module:Class"``: any ASE ``Calculator`` class (instantiated without arguments) or any class
+  that already implements the ``Potential`` protocol,
+- ``"esen:PATH"`` and ``"esen-emt-tiny"``: the eSEN model, once ``esen_flows.model`` provides it.
+
+Potentials are cached per process, so a job that asks for the same name again reuses the loaded
+model (DESIGN.md: one model load per process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from pymatgen.core import Structure
+
+from esen_flows.io import get_label, to_atoms
+
+
+class PotentialError(ValueError):
+    """A potential cannot be built or cannot handle the input."""
+
+
+class UnknownPotentialError(PotentialError):
+    """The potential name is not one esen-flows knows how to build."""
+
+
+class UnsupportedElementError(PotentialError):
+    """A structure holds an element that the potential has no parameters for."""
+
+
+@dataclass
+class Evaluation:
+    """Energies, forces and stresses of a list of structures.
+
+    Attributes
+    ----------
+    energies
+        Shape (n,), total energies in eV.
+    forces
+        One (n_i, 3) array per structure, eV/Angstrom.
+    stresses
+        Shape (n, 3, 3), eV/Angstrom^3, ASE's sign (positive = tensile).
+    """
+
+    energies: np.ndarray
+    forces: list[np.ndarray]
+    stresses: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.energies)
+
+
+@runtime_checkable
+class Potential(Protocol):
+    """What every potential offers: batched evaluation, identity and an ASE calculator."""
+
+    name: str
+    checksum: str
+    elements: frozenset[str] | None
+
+    def evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
+        """Energies (eV), forces (eV/A) and stresses (eV/A^3) for all structures at once."""
+        ...
+
+    def as_calculator(self) -> Calculator:
+        """An ASE calculator backed by this potential."""
+        ...
+
+
+def check_elements(potential: Potential, structure: Structure | Atoms) -> None:
+    """Raise ``UnsupportedElementError`` naming the first element the potential lacks."""
+    if potential.elements is None:
+        return
+    if isinstance(structure, Atoms):
+        symbols = set(structure.get_chemical_symbols())
+    else:
+        symbols = {el.symbol for el in structure.composition.elements}
+    missing = sorted(symbols - potential.elements)
+    if missing:
+        name = get_label(structure) or "structure"
+        raise UnsupportedElementError(
+            f"{name}: element {', '.join(missing)} not supported by potential {potential.name!r} "
+            f"(it knows {', '.join(sorted(potential.elements))})"
+        )
+
+
+@dataclass
+class ASECalculatorPotential:
+    """A ``Potential`` over any ASE calculator: a loop, one structure after another.
+
+    Parameters
+    ----------
+    factory
+        Makes a fresh calculator (called once; the instance is reused).
+    name, checksum
+        Identity of the potential; the checksum goes into every result key.
+    elements
+        Element symbols the calculator has parameters for, or None when unknown.
+    """
+
+    factory: Callable[[], Calculator]
+    name: str
+    checksum: str
+    elements: frozenset[str] | None = None
+    _calc: Calculator | None = field(default=None, init=False, repr=False)
+
+    def _calculator(self) -> Calculator:
+        if self._calc is None:
+            self._calc = self.factory()
+        return self._calc
+
+    def evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
+        """Evaluate each structure with the calculator; see ``Potential.evaluate``."""
+        n = len(structures)
+        energies = np.empty(n)
+        stresses = np.empty((n, 3, 3))
+        forces = []
+        calc = self._calculator()
+        for i, obj in enumerate(structures):
+            check_elements(self, obj)
+            atoms = obj if isinstance(obj, Atoms) else to_atoms(obj)
+            atoms = atoms.copy()
+            atoms.calc = calc
+            energies[i] = atoms.get_potential_energy()
+            forces.append(np.array(atoms.get_forces(), dtype=float))
+            stresses[i] = atoms.get_stress(voigt=False)
+        return Evaluation(energies=energies, forces=forces, stresses=stresses)
+
+    def as_calculator(self) -> Calculator:
+        """A fresh calculator instance (ASE calculators hold per-atoms state)."""
+        return self.factory()
+
+
+def _hash(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _make_emt(**_: Any) -> Potential:
+    import ase
+    from ase.calculators.emt import EMT, parameters
+
+    elements = frozenset(parameters)
+    return ASECalculatorPotential(
+        factory=EMT,
+        name="emt",
+        checksum=_hash("ase.calculators.emt.EMT", ase.__version__, sorted(parameters.items())),
+        elements=elements,
+    )
+
+
+def _make_from_class(spec: str, **kwargs: Any) -> Potential:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownPotentialError(
+            f"potential {spec!r}: cannot import module {module_name!r} ({exc})"
+        ) from exc
+    try:
+        cls = getattr(module, attr)
+    except AttributeError as exc:
+        raise UnknownPotentialError(
+            f"potential {spec!r}: module {module_name!r} has no attribute {attr!r}"
+        ) from exc
+    version = getattr(module, "__version__", None) or getattr(
+        importlib.import_module(module_name.split(".")[0]), "__version__", "unknown"
+    )
+    if isinstance(cls, type) and issubclass(cls, Calculator):
+        elements = getattr(cls, "supported_elements", None)
+        return ASECalculatorPotential(
+            factory=cls,
+            name=spec,
+            checksum=_hash(spec, version),
+            elements=frozenset(elements) if elements is not None else None,
+        )
+    if isinstance(cls, type) and hasattr(cls, "evaluate"):
+        obj = cls(**kwargs)
+        if not isinstance(obj, Potential):
+            raise PotentialError(
+                f"potential {spec!r}: {attr} has evaluate() but lacks name, checksum, "
+                "elements or as_calculator()"
+            )
+        return obj
+    raise PotentialError(
+        f"potential {spec!r}: {attr} is neither an ASE Calculator class nor a Potential class"
+    )
+
+
+_BUILDERS: dict[str, Callable[..., Potential]] = {"emt": _make_emt}
+_PREFIX_BUILDERS: dict[str, Callable[..., Potential]] = {}
+_CACHE: dict[tuple[str, str | None, str | None], Potential] = {}
+_LOCK = threading.Lock()
+
+
+def register_potential(name: str, builder: Callable[..., Potential], prefix: bool = False) -> None:
+    """Register a builder for a potential name (or a ``prefix:`` family such as ``esen:``)."""
+    (_PREFIX_BUILDERS if prefix else _BUILDERS)[name] = builder
+
+
+def _normalise_dtype(dtype: Any) -> str | None:
+    if dtype is None:
+        return None
+    text = str(dtype).removeprefix("torch.")
+    if text not in ("float32", "float64"):
+        raise PotentialError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return text
+
+
+def get_potential(name: str | Potential, device: str | None = None, dtype: Any = None) -> Potential:
+    """Build (or fetch from the per-process cache) the potential called ``name``.
+
+    Parameters
+    ----------
+    name
+        ``"emt"``, ``"module:Class"``, ``"esen:PATH"``, ``"esen-emt-tiny"``; a ``Potential``
+        instance is returned unchanged.
+    device
+        ``"cpu"``, ``"cuda"``, ...; ignored by ASE calculators.
+    dtype
+        ``"float32"``/``"float64"`` or a torch dtype; ignored by ASE calculators.
+
+    Raises
+    ------
+    UnknownPotentialError
+        When the name matches nothing esen-flows can build.
+    """
+    if not isinstance(name, str):
+        if isinstance(name, Potential):
+            return name
+        raise TypeError(f"potential must be a name or a Potential, got {type(name).__name__}")
+    dtype_s = _normalise_dtype(dtype)
+    key = (name, device, dtype_s)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        _load_plugins()
+        kwargs = {"device": device, "dtype": dtype_s}
+        prefix = name.split(":", 1)[0] if ":" in name else None
+        if name in _BUILDERS:
+            potential = _BUILDERS[name](**kwargs)
+        elif prefix in _PREFIX_BUILDERS:
+            potential = _PREFIX_BUILDERS[prefix](name.split(":", 1)[1], **kwargs)
+        elif prefix is not None:
+            potential = _make_from_class(name)
+        elif name.startswith("esen"):
+            raise UnknownPotentialError(
+                f"potential {name!r}: the eSEN model (esen_flows.model) is not part of this "
+                "installation yet; use 'emt' or 'module:Class'"
+            )
+        else:
+            known = sorted(_BUILDERS) + [f"{p}:PATH" for p in sorted(_PREFIX_BUILDERS)]
+            raise UnknownPotentialError(
+                f"unknown potential {name!r}: expected one of {', '.join(known)} or "
+                "'module:Class' naming an ASE Calculator class"
+            )
+        _CACHE[key] = potential
+        return potential
+
+
+def _load_plugins() -> None:
+    """Import optional modules that register more potentials (the eSEN model)."""
+    try:
+        importlib.import_module("esen_flows.model.potential")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("esen_flows.model"):
+            raise
+
+
+def clear_cache() -> None:
+    """Forget every cached potential (tests use it to count model loads)."""
+    with _LOCK:
+        _CACHE.clear()

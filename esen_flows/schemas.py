@@ -1,0 +1,145 @@
+"""Result documents (pydantic). Units live in the field descriptions.
+
+Every document carries ``kind``, ``label``, ``key``, the potential's ``potential`` name and
+``checksum``, its ``settings``, a ``status`` (``"ok"`` or ``"failed"``) and a ``reason`` when it
+failed. ``key`` = hash(canonical structure, potential checksum, settings): a job asked for work
+whose key is already in the results store returns the stored document instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
+
+EV_A3_TO_GPA = 160.21766208
+
+
+def canonical_structure(structure: Structure) -> list[Any]:
+    """A permutation-invariant, rounded description of a structure (for hashing).
+
+    Lattice to 1e-6 A, fractional coordinates wrapped into [0, 1) to 1e-6, sites sorted.
+    """
+    lattice = np.round(structure.lattice.matrix, 6) + 0.0
+    frac = np.round(np.mod(structure.frac_coords, 1.0), 6) % 1.0 + 0.0
+    sites = sorted(
+        (site.species_string, *map(float, f)) for site, f in zip(structure, frac, strict=True)
+    )
+    return [lattice.tolist(), sites]
+
+
+def make_key(structure: Structure, checksum: str, settings: dict[str, Any]) -> str:
+    """Hash of (canonical structure, potential checksum, settings): a result's identity."""
+    payload = json.dumps(
+        [canonical_structure(structure), checksum, settings], sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ResultDocument(BaseModel):
+    """Fields shared by every result document."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="allow")
+    kind: ClassVar[str] = "result"
+
+    label: str = Field(description="Structure label, unique within a screen.")
+    key: str = Field(description="hash(canonical structure, potential checksum, settings).")
+    potential: str = Field(description="Name of the potential (get_potential's argument).")
+    checksum: str = Field(description="Checksum identifying the potential's parameters.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Settings of the task.")
+    status: Literal["ok", "failed"] = Field("ok", description="'failed' comes with a reason.")
+    reason: str | None = Field(None, description="Why the task failed.")
+    created_at: datetime = Field(default_factory=_now, description="UTC time of creation.")
+
+    def to_store(self) -> dict[str, Any]:
+        """A JSON/BSON-ready dict with ``kind`` for the results store."""
+        from monty.json import jsanitize
+
+        doc = jsanitize(self.model_dump(), strict=True, allow_bson=True)
+        doc["kind"] = self.kind
+        return doc
+
+    @classmethod
+    def from_store(cls, doc: dict[str, Any]) -> ResultDocument:
+        """Rebuild a document from what ``to_store`` wrote (MSON objects decoded)."""
+        from monty.json import MontyDecoder
+
+        data = {k: v for k, v in doc.items() if k not in ("_id", "kind")}
+        return cls.model_validate(MontyDecoder().process_decoded(data))
+
+
+class RelaxationDocument(ResultDocument):
+    """One structure's relaxation (or static evaluation: ``settings["task"] == "static"``)."""
+
+    kind: ClassVar[str] = "relaxation"
+
+    formula: str | None = Field(None, description="Reduced formula.")
+    chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
+    n_sites: int | None = Field(None, description="Number of atoms.")
+    input_structure: Structure | None = Field(None, description="Structure given.")
+    structure: Structure | None = Field(None, description="Final (relaxed) structure.")
+    energy: float | None = Field(None, description="Final total energy, eV.")
+    energy_per_atom: float | None = Field(None, description="Final energy per atom, eV/atom.")
+    stress: list[list[float]] | None = Field(
+        None, description="Final stress, 3x3, GPa, ASE sign (positive = tensile)."
+    )
+    max_force: float | None = Field(None, description="Largest final atomic force, eV/A.")
+    max_stress: float | None = Field(None, description="Largest |stress component|, GPa.")
+    relax_status: Literal["converged", "max_steps", "static", "failed"] | None = Field(
+        None, description="How the relaxation ended."
+    )
+    converged: bool = Field(False, description="True when force and cell criteria were met.")
+    n_steps: int = Field(0, description="Optimiser steps taken.")
+    volume_change: float | None = Field(None, description="Final / initial volume - 1.")
+    wall_time: float | None = Field(None, description="Seconds spent on this structure.")
+
+
+class StabilityDocument(ResultDocument):
+    """A structure's place relative to the convex hull of its chemical system."""
+
+    kind: ClassVar[str] = "stability"
+
+    formula: str | None = Field(None, description="Reduced formula.")
+    chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
+    relaxation_key: str | None = Field(None, description="Key of the relaxation used.")
+    energy_per_atom: float | None = Field(None, description="Relaxed energy, eV/atom.")
+    e_form: float | None = Field(
+        None, description="Formation energy vs the elemental references, eV/atom."
+    )
+    e_above_hull: float | None = Field(None, description="Energy above the hull, eV/atom.")
+    stable: bool | None = Field(
+        None, description="On the hull: e_above_hull <= 1e-6 eV/atom (Matbench Discovery)."
+    )
+    candidate: bool | None = Field(None, description="Within e_hull_max of the hull.")
+    e_hull_max: float | None = Field(None, description="Threshold for candidate, eV/atom.")
+    decomposition: dict[str, float] | None = Field(
+        None, description="Hull phases (formula/label: fraction) the structure decomposes into."
+    )
+    references: dict[str, float] | None = Field(
+        None, description="Elemental reference energies used, eV/atom."
+    )
+    structure: Structure | None = Field(None, description="Relaxed structure.")
+
+
+DOCUMENT_KINDS: dict[str, type[ResultDocument]] = {
+    "relaxation": RelaxationDocument,
+    "stability": StabilityDocument,
+}
+
+
+def document_class(kind: str) -> type[ResultDocument]:
+    """The document class for a ``kind``; a clear error for kinds not (yet) known."""
+    try:
+        return DOCUMENT_KINDS[kind]
+    except KeyError:
+        known = ", ".join(sorted(DOCUMENT_KINDS))
+        raise ValueError(f"unknown document kind {kind!r}: expected one of {known}") from None

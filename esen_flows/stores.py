@@ -1,0 +1,110 @@
+"""Stores: the embedded on-disk default, the production store, and the results collection.
+
+A jobflow ``JobStore`` holds job outputs (``docs_store``) and large arrays (additional store
+``"data"``). esen-flows also writes every result document, one structure at a time as it
+finishes, to a ``"results"`` store: that is what makes an interrupted screen lose nothing and a
+re-run skip finished work, and what ``esen_flows.analysis.query`` reads.
+
+- ``default_store(path)``: maggma ``MontyStore``s (montydb on SQLite) under ``path``; no server.
+- ``production_store()``: jobflow's configured ``JOB_STORE`` (``JOBFLOW_CONFIG_FILE``), e.g.
+  MongoDB with GridFS. Give it a ``results`` additional store; without one, esen-flows uses a
+  sibling collection ``<docs collection>_results`` of the docs store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobflow import JobStore
+from maggma.core import Store
+from maggma.stores import MontyStore
+
+from esen_flows.schemas import ResultDocument, document_class
+
+RESULTS = "results"
+DATA = "data"
+
+
+def _monty(path: Path, collection: str) -> MontyStore:
+    return MontyStore(
+        collection_name=collection,
+        database_path=str(path),
+        database_name="esen_flows",
+        storage="sqlite",
+    )
+
+
+def default_store(path: str | Path = "./results") -> JobStore:
+    """The embedded on-disk store: job outputs, results and large arrays under ``path``.
+
+    It survives serialisation (``as_dict``/``from_dict``), so it can travel inside a Firework.
+    """
+    path = Path(path).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return JobStore(
+        docs_store=_monty(path, "outputs"),
+        additional_stores={DATA: _monty(path / "data", "data"), RESULTS: _monty(path, RESULTS)},
+    )
+
+
+def production_store() -> JobStore:
+    """jobflow's configured ``JOB_STORE`` (from ``JOBFLOW_CONFIG_FILE``), MongoDB in production."""
+    from jobflow import SETTINGS
+
+    return SETTINGS.JOB_STORE
+
+
+def open_store(store: JobStore | str | Path) -> JobStore:
+    """A ``JobStore`` from a store or a folder of the embedded default store."""
+    if isinstance(store, JobStore):
+        return store
+    path = Path(store)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such store folder")
+    return default_store(path)
+
+
+def results_store(store: JobStore) -> Store:
+    """The store that holds result documents for a ``JobStore`` (see module docstring)."""
+    if RESULTS in store.additional_stores:
+        return store.additional_stores[RESULTS]
+    docs = store.docs_store
+    name = getattr(docs, "collection_name", None)
+    if name is None:
+        raise ValueError(
+            f"the job store's docs store ({type(docs).__name__}) has no collection name: add a "
+            f"'{RESULTS}' additional store to it"
+        )
+    derived = type(docs).from_dict({**docs.as_dict(), "collection_name": f"{name}_{RESULTS}"})
+    store.additional_stores[RESULTS] = derived
+    return derived
+
+
+def _connected(store: Store) -> Store:
+    try:
+        store._collection  # noqa: B018 - raises when not connected
+    except Exception:
+        store.connect()
+    return store
+
+
+def save_documents(store: JobStore, docs: Iterable[ResultDocument]) -> None:
+    """Write (upsert on ``kind``, ``key``, ``label``) documents to the results store now."""
+    rows = [d.to_store() for d in docs]
+    if rows:
+        _connected(results_store(store)).update(rows, key=["kind", "key", "label"])
+
+
+def find_documents(
+    store: JobStore, kind: str, keys: Sequence[str] | None = None, **filters: Any
+) -> list[ResultDocument]:
+    """Documents of one ``kind`` (newest first), optionally restricted to some ``keys``."""
+    criteria: dict[str, Any] = {"kind": kind, **filters}
+    if keys is not None:
+        criteria["key"] = {"$in": list(keys)}
+    cls = document_class(kind)
+    results = _connected(results_store(store))
+    rows = results.query(criteria=criteria, sort={"created_at": -1})
+    return [cls.from_store(row) for row in rows]

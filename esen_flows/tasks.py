@@ -1,0 +1,253 @@
+"""Per-batch work shared by the makers: skip what the store has, compute the rest, persist each
+result as soon as it exists.
+
+These functions know documents and stores but nothing of jobflow, so they run the same inside a
+job, a FireWorks launch or a plain script.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from jobflow import JobStore
+from pymatgen.core import Structure
+from tqdm.auto import tqdm
+
+from esen_flows.dynamics.relax import RelaxResult, evaluate_robustly, relax_structures
+from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
+from esen_flows.potentials import Potential, UnsupportedElementError, check_elements
+from esen_flows.schemas import EV_A3_TO_GPA, RelaxationDocument, make_key
+from esen_flows.stores import find_documents, save_documents
+
+
+@dataclass(frozen=True)
+class RelaxSettings:
+    """Settings of a relaxation; all of them enter the result key.
+
+    ``fmax`` in eV/A; ``max_steps`` FIRE steps; ``relax_cell`` with the Frechet cell filter;
+    ``min_distance`` (A) below which atoms count as overlapping; ``task`` is ``"relax"`` or
+    ``"static"``.
+    """
+
+    task: str = "relax"
+    fmax: float = 0.05
+    max_steps: int = 500
+    relax_cell: bool = True
+    min_distance: float = 0.5
+    dtype: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "fmax": self.fmax,
+            "max_steps": self.max_steps if self.task == "relax" else 0,
+            "relax_cell": self.relax_cell if self.task == "relax" else False,
+            "min_distance": self.min_distance,
+            "dtype": self.dtype,
+        }
+
+
+def input_key(item: Structure | UnreadableInput, potential: Potential, settings: dict) -> str:
+    """The result key of one input (an unreadable one is keyed by its source and reason)."""
+    if isinstance(item, UnreadableInput):
+        return make_key(
+            Structure([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [], []),
+            potential.checksum,
+            {**settings, "source": item.source, "reason": item.reason},
+        )
+    return make_key(item, potential.checksum, settings)
+
+
+def _base_fields(label: str, key: str, potential: Potential, settings: dict) -> dict[str, Any]:
+    return {
+        "label": label,
+        "key": key,
+        "potential": potential.name,
+        "checksum": potential.checksum,
+        "settings": settings,
+    }
+
+
+def _failed(
+    item: Structure | UnreadableInput, key: str, potential: Potential, settings: dict, reason: str
+) -> RelaxationDocument:
+    fields = _base_fields(get_label(item) or "?", key, potential, settings)
+    if isinstance(item, Structure):
+        fields.update(
+            formula=item.composition.reduced_formula if len(item) else None,
+            chemsys=item.composition.chemical_system if len(item) else None,
+            n_sites=len(item),
+            input_structure=item,
+        )
+    return RelaxationDocument(**fields, status="failed", reason=reason, relax_status="failed")
+
+
+def _document(
+    item: Structure, key: str, potential: Potential, settings: dict, result: RelaxResult
+) -> RelaxationDocument:
+    fields = _base_fields(get_label(item) or "?", key, potential, settings)
+    fields.update(
+        formula=item.composition.reduced_formula,
+        chemsys=item.composition.chemical_system,
+        n_sites=len(item),
+        input_structure=item,
+        n_steps=result.n_steps,
+        wall_time=result.wall_time,
+    )
+    if result.status == "failed":
+        return RelaxationDocument(
+            **fields, status="failed", reason=result.reason, relax_status="failed"
+        )
+    final = to_structure(result.atoms)
+    final.properties = dict(item.properties)
+    stress_gpa = np.asarray(result.stress) * EV_A3_TO_GPA
+    static = settings["task"] == "static"
+    return RelaxationDocument(
+        **fields,
+        structure=final,
+        energy=result.energy,
+        energy_per_atom=result.energy / len(item),
+        stress=stress_gpa.tolist(),
+        max_force=result.max_force,
+        max_stress=float(np.abs(stress_gpa).max()),
+        relax_status="static" if static else result.status,
+        converged=static or result.status == "converged",
+        volume_change=final.volume / item.volume - 1.0,
+    )
+
+
+def run_relaxations(
+    items: Sequence[Structure | UnreadableInput],
+    potential: Potential,
+    settings: RelaxSettings,
+    store: JobStore | None = None,
+    retry_failed: bool = False,
+    desc: str = "relax",
+) -> list[RelaxationDocument]:
+    """Relax (or evaluate, for ``task="static"``) a batch, reusing and persisting results.
+
+    Parameters
+    ----------
+    items
+        Labelled structures, or ``UnreadableInput`` placeholders (which become failed documents).
+    potential
+        Evaluates all structures of a step at once.
+    settings
+        Relaxation settings (they enter the result keys).
+    store
+        Where results are looked up before and written to as each finishes; None for neither.
+    retry_failed
+        Recompute inputs whose stored document failed (by default a failure is a result too).
+
+    Returns
+    -------
+    list of RelaxationDocument
+        One per input, in input order.
+    """
+    sdict = settings.as_dict()
+    keys = [input_key(item, potential, sdict) for item in items]
+    docs: list[RelaxationDocument | None] = [None] * len(items)
+
+    stored: dict[tuple[str, str], RelaxationDocument] = {}
+    by_key: dict[str, RelaxationDocument] = {}
+    if store is not None:
+        for doc in find_documents(store, "relaxation", keys=sorted(set(keys))):
+            if retry_failed and doc.status == "failed":
+                continue
+            stored.setdefault((doc.key, doc.label), doc)
+            by_key.setdefault(doc.key, doc)
+
+    new_docs: list[RelaxationDocument] = []
+    todo: list[int] = []
+    for i, (item, key) in enumerate(zip(items, keys, strict=True)):
+        label = get_label(item) or f"input-{i}"
+        if (key, label) in stored:
+            docs[i] = stored[(key, label)]
+        elif key in by_key:  # same structure and settings under another label: reuse, relabel
+            docs[i] = by_key[key].model_copy(update={"label": label})
+            new_docs.append(docs[i])
+        elif isinstance(item, UnreadableInput):
+            docs[i] = _failed(item, key, potential, sdict, item.reason)
+            new_docs.append(docs[i])
+        else:
+            problem = _problem(item, potential, settings)
+            if problem:
+                docs[i] = _failed(item, key, potential, sdict, f"{label}: {problem}")
+                new_docs.append(docs[i])
+            else:
+                todo.append(i)
+    if store is not None and new_docs:
+        save_documents(store, new_docs)
+
+    if todo:
+        bar = tqdm(total=len(todo), desc=desc, unit="structure", disable=None, leave=False)
+
+        def persist(result: RelaxResult) -> None:
+            i = todo[result.index]
+            docs[i] = _document(items[i], keys[i], potential, sdict, result)
+            if store is not None:
+                save_documents(store, [docs[i]])
+
+        try:
+            atoms = [to_atoms(items[i]) for i in todo]
+            if settings.task == "static":
+                _static(potential, atoms, persist, bar.update)
+            else:
+                relax_structures(
+                    potential,
+                    atoms,
+                    fmax=settings.fmax,
+                    max_steps=settings.max_steps,
+                    relax_cell=settings.relax_cell,
+                    on_result=persist,
+                    progress=bar.update,
+                )
+        finally:
+            bar.close()
+    return [d for d in docs if d is not None]
+
+
+def _problem(structure: Structure, potential: Potential, settings: RelaxSettings) -> str | None:
+    from esen_flows.io import structure_problem
+
+    problem = structure_problem(structure, min_distance=settings.min_distance)
+    if problem:
+        return problem
+    try:
+        check_elements(potential, structure)
+    except UnsupportedElementError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return None
+
+
+def _static(
+    potential: Potential,
+    atoms: list[Atoms],
+    on_result: Callable[[RelaxResult], None],
+    progress: Callable[[int], None],
+) -> None:
+    start = time.perf_counter()
+    for i, (a, out) in enumerate(zip(atoms, evaluate_robustly(potential, atoms), strict=True)):
+        if isinstance(out, str):
+            result = RelaxResult(
+                i, "failed", a, reason=f"{get_label(a)}: evaluation failed ({out})"
+            )
+        else:
+            energy, forces, stress = out
+            result = RelaxResult(
+                i,
+                "converged",
+                a,
+                energy=energy,
+                forces=forces,
+                stress=stress,
+                max_force=float(np.linalg.norm(forces, axis=1).max(initial=0.0)),
+            )
+        result.wall_time = (time.perf_counter() - start) / len(atoms)
+        on_result(result)
+        progress(1)
