@@ -256,13 +256,13 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
             potential = _BUILDERS[name](**kwargs)
         elif prefix in _PREFIX_BUILDERS:
             potential = _PREFIX_BUILDERS[prefix](name.split(":", 1)[1], **kwargs)
-        elif prefix is not None:
-            potential = _make_from_class(name)
         elif name.startswith("esen"):
             raise UnknownPotentialError(
                 f"potential {name!r}: the eSEN model (esen_flows.model) is not part of this "
                 "installation yet; use 'emt' or 'module:Class'"
             )
+        elif prefix is not None:
+            potential = _make_from_class(name)
         else:
             known = sorted(_BUILDERS) + [f"{p}:PATH" for p in sorted(_PREFIX_BUILDERS)]
             raise UnknownPotentialError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobflow import CURRENT_JOB, JobConfig, Maker, job
+from jobflow import CURRENT_JOB, Job, JobConfig, Maker, job
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
@@ -70,24 +70,37 @@ class BatchRelaxMaker(Maker):
             dtype=self.dtype,
         )
 
-    def _run(
-        self, structures: list[Structure | UnreadableInput], task: str
-    ) -> list[RelaxationDocument]:
-        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
-        items = load_structures(structures)
-        return run_relaxations(
-            items,
-            potential,
-            self.settings(task),
-            store=_current_store(),
-            retry_failed=self.retry_failed,
-            desc=self.name,
-        )
+    def make(self, structures: list[StructureInput] | StructureInput) -> Job:
+        """A job relaxing ``structures``; its output is one document per structure.
 
-    @job(config=STORE_CONFIG)
-    def make(self, structures: list[StructureInput | UnreadableInput]) -> list[RelaxationDocument]:
-        """A job relaxing ``structures``; its output is one document per structure."""
-        return self._run(structures, "relax")
+        Inputs are converted to labelled pymatgen ``Structure``s here, so the job holds only
+        serialisable data (it can travel to FireWorks).
+        """
+        return _batch_job(self, load_structures(structures), "relax", single=False)
+
+
+def _batch_job(
+    maker: BatchRelaxMaker, items: list[Structure | UnreadableInput], task: str, single: bool
+) -> Job:
+    job_ = run_batch(maker, items, task, single)
+    job_.name = maker.name
+    return job_
+
+
+@job(config=STORE_CONFIG)
+def run_batch(
+    maker: BatchRelaxMaker,
+    structures: list[Structure | UnreadableInput],
+    task: str = "relax",
+    single: bool = False,
+) -> list[RelaxationDocument] | RelaxationDocument:
+    """The job behind the relaxation makers: ``task`` is ``"relax"`` or ``"static"``."""
+    potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
+    docs = run_relaxations(
+        structures, potential, maker.settings(task), store=_current_store(),
+        retry_failed=maker.retry_failed, desc=maker.name,
+    )
+    return docs[0] if single else docs
 
 
 @dataclass
@@ -96,10 +109,9 @@ class RelaxMaker(BatchRelaxMaker):
 
     name: str = "relax"
 
-    @job(config=STORE_CONFIG)
-    def make(self, structure: StructureInput) -> RelaxationDocument:
+    def make(self, structure: StructureInput) -> Job:
         """A job relaxing one structure."""
-        return self._run([structure], "relax")[0]
+        return _batch_job(self, load_structures([structure]), "relax", single=True)
 
 
 @dataclass
@@ -108,9 +120,6 @@ class StaticMaker(BatchRelaxMaker):
 
     name: str = "static"
 
-    @job(config=STORE_CONFIG)
-    def make(self, structures: list[StructureInput] | StructureInput) -> list[RelaxationDocument]:
+    def make(self, structures: list[StructureInput] | StructureInput) -> Job:
         """A job evaluating ``structures``; one document per structure."""
-        if not isinstance(structures, list):
-            structures = [structures]
-        return self._run(structures, "static")
+        return _batch_job(self, load_structures(structures), "static", single=False)

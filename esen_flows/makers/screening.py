@@ -90,8 +90,7 @@ class ScreeningMaker(Maker):
         jobs = []
         for b in range(n_batches):
             chunk = items[b * self.batch_size : (b + 1) * self.batch_size]
-            jobs.append(relax.make(chunk))
-            jobs[-1].name = f"relax {b + 1}/{n_batches}"
+            jobs.append(replace(relax, name=f"relax {b + 1}/{n_batches}").make(chunk))
         ref_job = None
         if not self.reference_entries:
             labels = {get_label(s) for s in items}
@@ -103,8 +102,7 @@ class ScreeningMaker(Maker):
             }
             refs = [r for r in elemental_references(elements) if get_label(r) not in labels]
             if refs:
-                ref_job = relax.make(refs)
-                ref_job.name = "relax references"
+                ref_job = replace(relax, name="relax references").make(refs)
                 jobs.append(ref_job)
         hull = stability_job(
             [j.output for j in jobs if j is not ref_job],

@@ -1,0 +1,242 @@
+"""The ``esen-flows`` command line: screen, hull and report.
+
+Exit codes: 0 success; 1 the work could not be done (no readable structure, a job crashed);
+2 bad arguments (missing file or store, bad values). Errors print one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """An error reported as one line with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``esen-flows``."""
+    parser = argparse.ArgumentParser(
+        prog="esen-flows",
+        description="High-throughput screening of crystals with machine-learned potentials.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    screen = sub.add_parser("screen", help="relax structures and place them on the convex hull")
+    screen.add_argument("files", nargs="+", help="structure files or folders (CIF, POSCAR, extxyz)")
+    screen.add_argument("--potential", "-p", default="emt", help="potential name (default: emt)")
+    screen.add_argument("--store", "-s", required=True, help="folder of the results store")
+    screen.add_argument(
+        "--e-hull-max", type=_nonnegative_float, default=0.05,
+        help="candidate threshold above the hull, eV/atom (default: 0.05)",
+    )
+    screen.add_argument("--batch-size", type=_positive_int, default=100,
+                        help="structures per relaxation job (default: 100)")
+    screen.add_argument("--fmax", type=_nonnegative_float, default=0.05,
+                        help="force convergence, eV/A (default: 0.05)")
+    screen.add_argument("--max-steps", type=_positive_int, default=500,
+                        help="FIRE step limit per structure (default: 500)")
+    screen.add_argument("--references", help="JSON file of pymatgen ComputedEntry references")
+    screen.add_argument("--device", default=None, help="torch device for model potentials")
+
+    hull = sub.add_parser("hull", help="print the hull table of a store")
+    hull.add_argument("--store", "-s", required=True, help="folder of the results store")
+    hull.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
+    hull.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    report = sub.add_parser("report", help="write an HTML report with hull plots")
+    report.add_argument("--store", "-s", required=True, help="folder of the results store")
+    report.add_argument("--out", "-o", default="report.html", help="output HTML file")
+    report.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
+    return parser
+
+
+def _open_store(path: str):
+    from esen_flows.stores import default_store
+
+    if not Path(path).is_dir():
+        raise CLIError(f"store {path!r} does not exist (run 'esen-flows screen' first)")
+    return default_store(path)
+
+
+def _read_references(path: str | None):
+    if path is None:
+        return None
+    from monty.serialization import loadfn
+
+    try:
+        entries = loadfn(path)
+    except Exception as exc:
+        raise CLIError(f"cannot read references from {path}: {exc}") from exc
+    if not isinstance(entries, list) or not entries:
+        raise CLIError(f"{path}: expected a JSON list of ComputedEntry objects")
+    return entries
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """Relax the structures of ``args.files`` and compute their hull stability."""
+    from jobflow import run_locally
+    from rich.console import Console
+
+    from esen_flows.io import UnreadableInput, load_structures
+    from esen_flows.makers import BatchRelaxMaker, ScreeningMaker
+    from esen_flows.potentials import PotentialError, get_potential
+    from esen_flows.stores import default_store
+
+    console = Console(stderr=True)
+    try:
+        items = load_structures([Path(f) for f in args.files])
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    unreadable = [i for i in items if isinstance(i, UnreadableInput)]
+    if not items or len(unreadable) == len(items):
+        reason = unreadable[0].reason if unreadable else "no structure files found"
+        raise CLIError(f"no readable structure in the inputs ({reason})", EXIT_FAILED)
+    for u in unreadable:
+        console.print(f"[yellow]skipping[/] {u.source}: {u.reason}")
+    try:
+        get_potential(args.potential, device=args.device)
+    except PotentialError as exc:
+        raise CLIError(str(exc)) from exc
+
+    maker = ScreeningMaker(
+        potential=args.potential,
+        e_hull_max=args.e_hull_max,
+        batch_size=args.batch_size,
+        relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps, device=args.device),
+        reference_entries=_read_references(args.references),
+    )
+    flow = maker.make(items)
+    store = default_store(args.store)
+    console.print(
+        f"screening {len(items)} structures with {args.potential!r}: {len(flow.jobs)} jobs, "
+        f"store {args.store}"
+    )
+    try:
+        responses = run_locally(
+            flow, store=store, create_folders=False, log=False, raise_immediately=True
+        )
+    except Exception as exc:
+        raise CLIError(f"screen failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from exc
+    if not responses or flow.jobs[-1].uuid not in responses:
+        raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
+    _print_summary(store, console)
+    return 0
+
+
+def _print_summary(store, console) -> None:
+    from rich.table import Table
+
+    from esen_flows.analysis.query import hull_table
+
+    table = hull_table(store)
+    ok = table[table.status == "ok"]
+    failed = table[table.status != "ok"]
+    summary = Table(title="screen summary")
+    for col in ("structures", "ok", "failed", "stable", "candidates"):
+        summary.add_column(col, justify="right")
+    summary.add_row(
+        str(len(table)), str(len(ok)), str(len(failed)),
+        str(int(ok.stable.sum())), str(int(ok.candidate.sum())),
+    )
+    console.print(summary)
+    _print_table(ok.head(20), console, title="lowest energies above hull (eV/atom)")
+    for _, row in failed.iterrows():
+        console.print(f"[red]failed[/] {row.label}: {row.reason}")
+
+
+def _print_table(frame, console, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    cols = ["label", "formula", "energy_per_atom", "e_form", "e_above_hull", "stable", "candidate"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("label", "formula") else "right")
+    for _, row in frame.iterrows():
+        cells = []
+        for col in cols:
+            value = row[col]
+            cells.append(f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def cmd_hull(args: argparse.Namespace) -> int:
+    """Print the hull table (or JSON) of a store."""
+    from rich.console import Console
+
+    from esen_flows.analysis.query import hull_table
+
+    table = hull_table(_open_store(args.store), chemsys=args.chemsys)
+    if args.json:
+        rows = [
+            {k: _json_value(v) for k, v in row.items()}
+            for row in table.to_dict(orient="records")
+        ]
+        print(json.dumps(rows, indent=1))
+        return 0
+    _print_table(table, Console(), title=f"hull table {args.chemsys or ''}".strip())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report of a store."""
+    from esen_flows.analysis.report import write_report
+
+    out = write_report(_open_store(args.store), args.out, chemsys=args.chemsys)
+    print(f"report written to {out}")
+    return 0
+
+
+COMMANDS = {"screen": cmd_screen, "hull": cmd_hull, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``esen-flows`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.getLogger("jobflow").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except CLIError as exc:
+        print(f"esen-flows {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Shared fixtures: small, real alloy structures and an embedded store per test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+LATTICE = {"Cu": 3.61, "Ag": 4.09, "Au": 4.08, "Pd": 3.89}
+
+
+def alloy_structures(n: int, seed: int = 0, elements=("Cu", "Au", "Ag", "Pd")) -> list[Atoms]:
+    """``n`` distinct labelled 4- and 8-atom fcc/bcc alloy cells, strained and rattled."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        k = 2 + i % 2 if len(elements) > 2 else 2
+        chosen = list(rng.choice(elements, size=k, replace=False))
+        lattice = "fcc" if i % 3 else "bcc"
+        if lattice == "fcc":
+            atoms = bulk("Cu", "fcc", a=1.0, cubic=True)
+        else:
+            atoms = bulk("Cu", "bcc", a=1.0, cubic=True).repeat((1, 1, 2))
+        symbols = [chosen[j % k] for j in range(len(atoms))]
+        rng.shuffle(symbols)
+        atoms.set_chemical_symbols(symbols)
+        a = float(np.mean([LATTICE[s] for s in symbols]))
+        if lattice == "bcc":
+            a /= 2 ** (1 / 3)
+        strain = np.eye(3) + 0.02 * rng.standard_normal((3, 3))
+        atoms.set_cell(atoms.cell.array * a @ strain, scale_atoms=True)
+        atoms.rattle(0.03, seed=int(rng.integers(1 << 30)))
+        atoms.info["label"] = f"alloy-{i:03d}"
+        out.append(atoms)
+    return out
+
+
+@pytest.fixture
+def alloys() -> list[Atoms]:
+    return alloy_structures(12)
+
+
+@pytest.fixture
+def store(tmp_path):
+    from esen_flows.stores import default_store
+
+    return default_store(tmp_path / "store")
+
+
+@pytest.fixture
+def count_evaluations(monkeypatch):
+    """Count structures evaluated by the (cached) EMT potential; returns a list of labels."""
+    from esen_flows.potentials import get_potential
+
+    potential = get_potential("emt")
+    seen: list[str] = []
+    original = type(potential).evaluate
+
+    def counting(self, structures):
+        seen.extend(str(s.info.get("label")) if isinstance(s, Atoms) else "?" for s in structures)
+        return original(self, structures)
+
+    monkeypatch.setattr(type(potential), "evaluate", counting)
+    return seen

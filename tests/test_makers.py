@@ -1,0 +1,115 @@
+"""Makers and flows: job counts, idempotent re-runs, error documents, serialisation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+from conftest import alloy_structures
+from jobflow import Flow, run_locally
+from monty.json import MontyDecoder, MontyEncoder
+
+from esen_flows.analysis import hull_table, query
+from esen_flows.makers import BatchRelaxMaker, RelaxMaker, ScreeningMaker, StaticMaker
+
+
+def _run(flow, store):
+    return run_locally(flow, store=store, create_folders=False, log=False, raise_immediately=True)
+
+
+def test_hundreds_of_structures_are_a_few_jobs():
+    structures = alloy_structures(320, seed=1)
+    flow = ScreeningMaker(potential="emt", batch_size=100).make(structures)
+    names = [j.name for j in flow.jobs]
+    # 4 relaxation batches + 1 reference relaxation + 1 hull job
+    assert len(flow.jobs) == 6, names
+    assert names[-1] == "hull" and "relax references" in names
+
+
+def test_batch_relax_equals_ase(store, alloys):
+    flow = Flow([BatchRelaxMaker(potential="emt", fmax=1e-3, max_steps=2000).make(alloys[:5])])
+    responses = _run(flow, store)
+    docs = responses[flow.jobs[0].uuid][1].output
+    for atoms, doc in zip(alloys, docs, strict=False):
+        ref = atoms.copy()
+        ref.calc = EMT()
+        FIRE(FrechetCellFilter(ref), logfile=None).run(fmax=1e-3, steps=2000)
+        assert doc.status == "ok" and doc.converged
+        assert doc.energy_per_atom == pytest.approx(
+            ref.get_potential_energy() / len(ref), abs=1e-4
+        )
+    stored = query(store, "relaxation")
+    assert sorted(d.label for d in stored) == sorted(d.label for d in docs)
+
+
+def test_rerun_evaluates_nothing(store, alloys, count_evaluations):
+    maker = ScreeningMaker(potential="emt", batch_size=5)
+    _run(maker.make(alloys), store)
+    first = len(count_evaluations)
+    assert first > 0
+    table1 = hull_table(store)
+    count_evaluations.clear()
+    _run(maker.make(alloys), store)  # a new flow, same work
+    assert count_evaluations == []
+    table2 = hull_table(store)
+    assert table1[["label", "e_above_hull"]].equals(table2[["label", "e_above_hull"]])
+    assert len(query(store, "relaxation")) == len(alloys) + 3 * 4  # + fcc/bcc/hcp references
+
+
+def test_bad_structures_fail_alone(store, tmp_path, alloys):
+    overlapping = bulk("Cu", "fcc", a=3.6, cubic=True)
+    overlapping.positions[1] = overlapping.positions[0] + [0.1, 0, 0]
+    overlapping.info["label"] = "overlap"
+    iron = bulk("Fe", "bcc", a=2.87, cubic=True)
+    iron.info["label"] = "iron"
+    nan = bulk("Au", "fcc", a=4.1, cubic=True)
+    nan.positions[2, 1] = np.nan
+    nan.info["label"] = "nan-coords"
+    bad_file = tmp_path / "garbage.cif"
+    bad_file.write_text("this is not a CIF file\n")
+    good = alloys[:3]
+    flow = ScreeningMaker(potential="emt", batch_size=50).make(
+        [*good, overlapping, iron, nan, bad_file]
+    )
+    _run(flow, store)
+    relax = {d.label: d for d in query(store, "relaxation")}
+    assert "overlapping atoms" in relax["overlap"].reason
+    assert "element Fe not supported" in relax["iron"].reason
+    assert "non-finite" in relax["nan-coords"].reason
+    assert "garbage.cif" in relax["garbage"].reason
+    for label in ("overlap", "iron", "nan-coords", "garbage"):
+        assert relax[label].status == "failed"
+    for atoms in good:
+        assert relax[atoms.info["label"]].status == "ok"
+    table = hull_table(store).set_index("label")
+    assert (table.loc[[a.info["label"] for a in good], "status"] == "ok").all()
+    assert table.loc["iron", "status"] == "failed"
+
+
+def test_static_and_single_relax(store, alloys):
+    static = StaticMaker(potential="emt").make(alloys[:2])
+    relax = RelaxMaker(potential="emt").make(alloys[2])
+    responses = _run(Flow([static, relax]), store)
+    docs = responses[static.uuid][1].output
+    ref = alloys[0].copy()
+    ref.calc = EMT()
+    assert docs[0].energy == pytest.approx(ref.get_potential_energy())
+    assert docs[0].relax_status == "static" and docs[0].n_steps == 0
+    single = responses[relax.uuid][1].output
+    assert single.label == alloys[2].info["label"] and single.converged
+
+
+def test_flow_round_trips_through_json(alloys):
+    flow = ScreeningMaker(potential="emt", batch_size=4).make(alloys)
+    text = json.dumps(flow, cls=MontyEncoder)
+    again = json.loads(text, cls=MontyDecoder)
+    assert isinstance(again, Flow)
+    assert [j.name for j in again.jobs] == [j.name for j in flow.jobs]
+    assert again.jobs[0].function_args[1][0].properties["label"] == alloys[0].info["label"]
+    maker = ScreeningMaker.from_dict(ScreeningMaker(e_hull_max=0.1).as_dict())
+    assert maker.e_hull_max == 0.1
