@@ -53,15 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--potential", "-p", default="emt", help="potential name (default: emt)")
     screen.add_argument("--store", "-s", required=True, help="folder of the results store")
     screen.add_argument(
-        "--e-hull-max", type=_nonnegative_float, default=0.05,
+        "--e-hull-max",
+        type=_nonnegative_float,
+        default=0.05,
         help="candidate threshold above the hull, eV/atom (default: 0.05)",
     )
-    screen.add_argument("--batch-size", type=_positive_int, default=100,
-                        help="structures per relaxation job (default: 100)")
-    screen.add_argument("--fmax", type=_nonnegative_float, default=0.05,
-                        help="force convergence, eV/A (default: 0.05)")
-    screen.add_argument("--max-steps", type=_positive_int, default=500,
-                        help="FIRE step limit per structure (default: 500)")
+    screen.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=100,
+        help="structures per relaxation job (default: 100)",
+    )
+    screen.add_argument(
+        "--fmax",
+        type=_nonnegative_float,
+        default=0.05,
+        help="force convergence, eV/A (default: 0.05)",
+    )
+    screen.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        default=500,
+        help="FIRE step limit per structure (default: 500)",
+    )
     screen.add_argument("--references", help="JSON file of pymatgen ComputedEntry references")
     screen.add_argument("--device", default=None, help="torch device for model potentials")
 
@@ -164,8 +178,11 @@ def _print_summary(store, console) -> None:
     for col in ("structures", "ok", "failed", "stable", "candidates"):
         summary.add_column(col, justify="right")
     summary.add_row(
-        str(len(table)), str(len(ok)), str(len(failed)),
-        str(int(ok.stable.sum())), str(int(ok.candidate.sum())),
+        str(len(table)),
+        str(len(ok)),
+        str(len(failed)),
+        str(int(ok.stable.sum())),
+        str(int(ok.candidate.sum())),
     )
     console.print(summary)
     _print_table(ok.head(20), console, title="lowest energies above hull (eV/atom)")
@@ -206,8 +223,7 @@ def cmd_hull(args: argparse.Namespace) -> int:
     table = hull_table(_open_store(args.store), chemsys=args.chemsys)
     if args.json:
         rows = [
-            {k: _json_value(v) for k, v in row.items()}
-            for row in table.to_dict(orient="records")
+            {k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")
         ]
         print(json.dumps(rows, indent=1))
         return 0

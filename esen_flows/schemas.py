@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymatgen.core import Structure
 
 EV_A3_TO_GPA = 160.21766208
@@ -59,6 +59,12 @@ class ResultDocument(BaseModel):
     status: Literal["ok", "failed"] = Field("ok", description="'failed' comes with a reason.")
     reason: str | None = Field(None, description="Why the task failed.")
     created_at: datetime = Field(default_factory=_now, description="UTC time of creation.")
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        """Stores hand datetimes back without a time zone: they are UTC."""
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     def to_store(self) -> dict[str, Any]:
         """A JSON/BSON-ready dict with ``kind`` for the results store."""

@@ -20,12 +20,12 @@ from pathlib import Path
 from jobflow import run_locally
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate_candidates import generate_candidates  # noqa: E402
+from generate_candidates import generate_candidates
 
-from esen_flows.analysis import hull_table, query  # noqa: E402
-from esen_flows.analysis.report import write_report  # noqa: E402
-from esen_flows.makers import BatchRelaxMaker, ScreeningMaker  # noqa: E402
-from esen_flows.stores import default_store  # noqa: E402
+from esen_flows.analysis import hull_table, query
+from esen_flows.analysis.report import write_report
+from esen_flows.makers import BatchRelaxMaker, ScreeningMaker
+from esen_flows.stores import default_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     # 4. Query the results: the hull table is a pandas DataFrame.
     table = hull_table(store)
     ok = table[table.status == "ok"]
-    print(f"\n{len(ok)} structures placed on the hull, {int(ok.stable.sum())} on it, "
-          f"{int(ok.candidate.sum())} within 50 meV/atom")
+    print(
+        f"\n{len(ok)} structures placed on the hull, {int(ok.stable.sum())} on it, "
+        f"{int(ok.candidate.sum())} within 50 meV/atom"
+    )
     with_cols = ["label", "formula", "e_form", "e_above_hull", "stable", "candidate"]
     print(ok[with_cols].head(25).to_string(index=False, float_format="%.4f"))
     failed = query(store, "relaxation", status="failed")

@@ -18,9 +18,15 @@ def _doc(label, species, energy_per_atom, status="ok"):
     structure = Structure(Lattice.cubic(3.0 * n), species, np.linspace(0, 0.9, 3 * n).reshape(n, 3))
     comp = structure.composition
     return RelaxationDocument(
-        label=label, key=f"k-{label}", potential="test", checksum="c", status=status,
+        label=label,
+        key=f"k-{label}",
+        potential="test",
+        checksum="c",
+        status=status,
         reason=None if status == "ok" else "boom",
-        formula=comp.reduced_formula, chemsys=comp.chemical_system, n_sites=n,
+        formula=comp.reduced_formula,
+        chemsys=comp.chemical_system,
+        n_sites=n,
         structure=structure if status == "ok" else None,
         energy=energy_per_atom * n if status == "ok" else None,
         energy_per_atom=energy_per_atom if status == "ok" else None,
@@ -34,8 +40,15 @@ def test_matches_phase_diagram_by_hand():
         _doc("Au", ["Au"], -2.0),
         _doc("Ag", ["Ag"], -1.5),
     ]
-    species_sets = [["Cu", "Au"], ["Cu", "Cu", "Au"], ["Au", "Au", "Ag"], ["Cu", "Au", "Ag"],
-                    ["Cu", "Ag"], ["Cu", "Cu", "Au", "Au"], ["Au", "Ag", "Ag", "Ag"]]
+    species_sets = [
+        ["Cu", "Au"],
+        ["Cu", "Cu", "Au"],
+        ["Au", "Au", "Ag"],
+        ["Cu", "Au", "Ag"],
+        ["Cu", "Ag"],
+        ["Cu", "Cu", "Au", "Au"],
+        ["Au", "Ag", "Ag", "Ag"],
+    ]
     for i, species in enumerate(species_sets):
         mean = np.mean([{"Cu": -3.0, "Au": -2.0, "Ag": -1.5}[s] for s in species])
         docs.append(_doc(f"x{i}", species, mean + rng.uniform(-0.15, 0.1)))
@@ -63,8 +76,12 @@ def test_matches_phase_diagram_by_hand():
 
 
 def test_missing_reference_fails_only_that_system():
-    docs = [_doc("Cu", ["Cu"], -3.0), _doc("Au", ["Au"], -2.0), _doc("CuAu", ["Cu", "Au"], -2.6),
-            _doc("CuPd", ["Cu", "Pd"], -3.0)]
+    docs = [
+        _doc("Cu", ["Cu"], -3.0),
+        _doc("Au", ["Au"], -2.0),
+        _doc("CuAu", ["Cu", "Au"], -2.6),
+        _doc("CuPd", ["Cu", "Pd"], -3.0),
+    ]
     out = {s.label: s for s in compute_stability(docs)}
     assert out["CuAu"].status == "ok" and out["CuAu"].stable
     assert out["CuPd"].status == "failed" and "no elemental reference for Pd" in out["CuPd"].reason
@@ -73,8 +90,11 @@ def test_missing_reference_fails_only_that_system():
 def test_user_reference_entries_used():
     from pymatgen.entries.computed_entries import ComputedEntry
 
-    refs = [ComputedEntry(Composition("Cu"), -3.0), ComputedEntry(Composition("Au"), -2.0),
-            ComputedEntry(Composition("CuAu"), -6.0)]  # -3.0 eV/atom: far below the candidate
+    refs = [
+        ComputedEntry(Composition("Cu"), -3.0),
+        ComputedEntry(Composition("Au"), -2.0),
+        ComputedEntry(Composition("CuAu"), -6.0),
+    ]  # -3.0 eV/atom: far below the candidate
     (s,) = compute_stability([_doc("CuAu-x", ["Cu", "Au"], -2.6)], refs)
     assert s.e_above_hull == pytest.approx(0.4)
     assert not s.stable and not s.candidate
@@ -92,3 +112,23 @@ def test_classification_metrics_by_hand():
     assert math.isnan(classification_metrics([False], [False])["precision"])
     with pytest.raises(ValueError, match="labels"):
         classification_metrics([True], [True, False])
+
+
+def test_without_competition_matches_reference_hull():
+    """compete=False: each structure against the references' own PhaseDiagram (MBD style)."""
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    refs = [
+        ComputedEntry(Composition("Cu"), -3.0),
+        ComputedEntry(Composition("Au"), -2.0),
+        ComputedEntry(Composition("Cu3Au"), 4 * -2.8),
+    ]
+    docs = [_doc("a", ["Cu", "Au"], -2.4), _doc("b", ["Cu", "Cu", "Cu", "Au"], -2.85)]
+    pd = PhaseDiagram(refs)
+    out = compute_stability(docs, refs, compete=False)
+    for d, s in zip(docs, out, strict=True):
+        entry = PDEntry(d.structure.composition, d.energy)
+        _, expected = pd.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        assert s.e_above_hull == pytest.approx(expected, abs=1e-9)
+    assert out[1].e_above_hull < 0 and out[1].stable
+    assert out[0].e_above_hull > 0 and not out[0].stable

@@ -40,9 +40,7 @@ def test_batch_relax_equals_ase(store, alloys):
         ref.calc = EMT()
         FIRE(FrechetCellFilter(ref), logfile=None).run(fmax=1e-3, steps=2000)
         assert doc.status == "ok" and doc.converged
-        assert doc.energy_per_atom == pytest.approx(
-            ref.get_potential_energy() / len(ref), abs=1e-4
-        )
+        assert doc.energy_per_atom == pytest.approx(ref.get_potential_energy() / len(ref), abs=1e-4)
     stored = query(store, "relaxation")
     assert sorted(d.label for d in stored) == sorted(d.label for d in docs)
 

@@ -76,11 +76,12 @@ def test_report_has_labels_plots_and_metrics(screened, tmp_path):
 def test_report_summary_and_chemsys_filter(screened, docs, tmp_path):
     n_ok = sum(d.status == "ok" for d in docs)
     assert n_ok == len(CELLS)
-    text = write_report(screened, tmp_path / "r.html", chemsys="Cu-Au").read_text()
+    text = write_report(screened, tmp_path / "r.html", chemsys="Cu, Au").read_text()
     assert "Cu3Au-L12" in text and "AgAu-L10" not in text
     assert text.count(IMG) == 2  # Au-Cu hull and the histogram
     assert "Classification metrics" not in text
     assert "<th>Structures</th><td>3</td>" in text
+    assert text.count("<td>Au-Cu</td>") == 3  # hull table rows
 
 
 def test_report_notes_a_failing_plot(screened, tmp_path, monkeypatch):

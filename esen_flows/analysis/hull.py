@@ -82,6 +82,7 @@ def compute_stability(
     relaxations: Sequence[RelaxationDocument],
     reference_entries: Sequence[ComputedEntry] = (),
     e_hull_max: float = 0.05,
+    compete: bool = True,
 ) -> list[StabilityDocument]:
     """Formation energy, energy above hull, ``stable`` and ``candidate`` for each relaxation.
 
@@ -94,6 +95,11 @@ def compute_stability(
         every chemical system screened (the lowest per element is its reference).
     e_hull_max
         A structure within this distance of the hull (eV/atom) is a ``candidate``.
+    compete
+        True: the hull is built from the references AND all screened structures, so a
+        structure is stable when nothing screened or known beats it (e_above_hull >= 0).
+        False: the hull of the references alone, as Matbench Discovery scores predictions
+        against the Materials Project hull (e_above_hull may be negative).
 
     Returns
     -------
@@ -103,7 +109,9 @@ def compute_stability(
     """
     ok = [d for d in relaxations if d.status == "ok" and d.structure is not None]
     candidate_entries = {d.label: entry_from_document(d) for d in ok}
-    pool: list[ComputedEntry] = list(reference_entries) + list(candidate_entries.values())
+    pool: list[ComputedEntry] = list(reference_entries)
+    if compete:
+        pool += list(candidate_entries.values())
     refs = lowest_elemental(pool)
     diagrams: dict[str, tuple[PhaseDiagram | None, str, str | None]] = {}
 
@@ -142,7 +150,12 @@ def compute_stability(
             )
             continue
         pd, hull_hash, problem = diagram(d.chemsys)
-        settings = {"task": "stability", "e_hull_max": e_hull_max, "hull": hull_hash}
+        settings = {
+            "task": "stability",
+            "e_hull_max": e_hull_max,
+            "hull": hull_hash,
+            "compete": compete,
+        }
         key = make_key(d.structure, d.checksum, {**settings, "relaxation_key": d.key})
         if pd is None:
             out.append(

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from jobflow import JobStore
 
-from esen_flows.schemas import ResultDocument, StabilityDocument
+from esen_flows.schemas import ResultDocument
 from esen_flows.stores import find_documents, open_store
 
 HULL_COLUMNS = [
@@ -51,8 +51,17 @@ def _in_chemsys(doc_chemsys: str | None, chemsys: str) -> bool:
     return set(doc_chemsys.split("-")) <= set(chemsys.split("-"))
 
 
+def normalise_chemsys(chemsys: str) -> str:
+    """``"Cu, Au"`` or ``"Au-Cu"`` -> ``"Au-Cu"`` (sorted symbols joined by '-')."""
+    parts = [p.strip() for p in chemsys.replace(",", "-").replace(" ", "-").split("-")]
+    return "-".join(sorted(p for p in parts if p))
+
+
 def hull_table(
-    store: JobStore | str | Path, chemsys: str | None = None, include_failed: bool = True
+    store: JobStore | str | Path,
+    chemsys: str | None = None,
+    include_failed: bool = True,
+    potential: str | None = None,
 ) -> pd.DataFrame:
     """The stability of every screened structure as a DataFrame, sorted by e_above_hull.
 
@@ -64,6 +73,9 @@ def hull_table(
         ``"Cu-Au"`` keeps the structures whose elements all lie in that system.
     include_failed
         Keep rows of structures whose relaxation or hull placement failed (with ``reason``).
+    potential
+        Only documents computed with this potential (by default the newest of each label,
+        whatever the potential).
 
     Returns
     -------
@@ -72,11 +84,11 @@ def hull_table(
         ``stable, candidate`` (bool), ``status, reason``; the newest document per label.
     """
     if chemsys is not None:
-        chemsys = "-".join(sorted(chemsys.replace(",", "-").split("-")))
-    docs = latest_per_label(query(store, "stability"))
+        chemsys = normalise_chemsys(chemsys)
+    filters = {} if potential is None else {"potential": potential}
+    docs = latest_per_label(query(store, "stability", **filters))
     rows = []
     for d in docs:
-        assert isinstance(d, StabilityDocument)
         if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
             continue
         if d.status != "ok" and not include_failed:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jobflow import JobStore
 from matplotlib.figure import Figure
@@ -25,6 +26,7 @@ from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from esen_flows.analysis.query import hull_table, latest_per_label, query
 from esen_flows.schemas import ResultDocument, StabilityDocument
+from esen_flows.stores import open_store
 
 #: Largest number of elements of a chemical system that gets a hull plot.
 MAX_PLOT_ELEMENTS = 3
@@ -230,8 +232,19 @@ def plot_hull(docs: Sequence[StabilityDocument], chemsys: str) -> Figure:
             plt.close(num)
         raise
     fig = ax.figure
-    ax.set_title("-".join(sorted(_elements(chemsys))))
+    ax.set_title("-".join(sorted(_elements(chemsys))), fontsize=18, pad=12)
+    if n == 2:
+        _label_binary_axes(ax, plotter)
     return fig
+
+
+def _label_binary_axes(ax: Any, plotter: PDPlotter) -> None:
+    """Axis labels of a binary hull: fraction of the element drawn at x = 1, eV/atom."""
+    _lines, labels, _unstable = plotter.pd_plot_data
+    right = [e for (x, _y), e in labels.items() if abs(x - 1.0) < 1e-9]
+    if right:
+        ax.set_xlabel(f"atomic fraction of {right[0].composition.elements[0]}", fontsize=16)
+    ax.set_ylabel("formation energy (eV/atom)", fontsize=16)
 
 
 def plot_e_above_hull(docs: Iterable[StabilityDocument], bins: int = 30) -> Figure:
@@ -244,9 +257,12 @@ def plot_e_above_hull(docs: Iterable[StabilityDocument], bins: int = 30) -> Figu
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     values = [d.e_above_hull for d in docs]
+    thresholds = sorted({d.e_hull_max for d in docs if d.e_hull_max is not None})
     if values:
-        ax.hist(values, bins=bins, color="tab:blue", edgecolor="k")
-    for e_max in sorted({d.e_hull_max for d in docs if d.e_hull_max is not None}):
+        lo = min(0.0, *values)
+        hi = max(*values, *thresholds, lo + 1e-3)
+        ax.hist(values, bins=np.linspace(lo, hi, bins + 1), color="tab:blue", edgecolor="k")
+    for e_max in thresholds:
         ax.axvline(e_max, color="tab:red", linestyle="--", label=f"e_hull_max = {e_max:g}")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
@@ -260,7 +276,7 @@ def figure_to_data_uri(fig: Figure, dpi: int = DPI) -> str:
     """A ``data:image/png;base64,...`` URI of the figure; pyplot's hold on it is released."""
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=dpi)
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         if "matplotlib.pyplot" in sys.modules:
             sys.modules["matplotlib.pyplot"].close(fig)
@@ -333,6 +349,8 @@ def _table_html(table: pd.DataFrame) -> str:
     if table.empty:
         return "<h2>Hull table</h2>\n<p>No stability documents.</p>"
     shown = table.rename(columns=_UNITS)
+    for col in shown.select_dtypes(include="object").columns:
+        shown[col] = shown[col].map(lambda v: "" if v is None else v)
     rendered = shown.to_html(
         index=False,
         float_format=lambda x: f"{x:.4f}",
@@ -411,6 +429,9 @@ def write_report(
         label; the table from ``hull_table(store, chemsys)``. A plot that fails leaves a
         one-line note in its place.
     """
+    store = open_store(store)
+    if chemsys is not None:  # "Cu, Au" -> "Au-Cu", the form hull_table matches
+        chemsys = "-".join(sorted(_elements(chemsys)))
     docs = stability_documents(store, chemsys)
     heading = html.escape(title)
     scope = f"<p>Chemical system: {html.escape(chemsys)}</p>" if chemsys else ""

@@ -97,8 +97,12 @@ def run_batch(
     """The job behind the relaxation makers: ``task`` is ``"relax"`` or ``"static"``."""
     potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
     docs = run_relaxations(
-        structures, potential, maker.settings(task), store=_current_store(),
-        retry_failed=maker.retry_failed, desc=maker.name,
+        structures,
+        potential,
+        maker.settings(task),
+        store=_current_store(),
+        retry_failed=maker.retry_failed,
+        desc=maker.name,
     )
     return docs[0] if single else docs
 

@@ -22,6 +22,7 @@ def stability_job(
     references: list[RelaxationDocument] | None = None,
     reference_entries: list[ComputedEntry] | None = None,
     e_hull_max: float = 0.05,
+    compete: bool = True,
 ) -> list[StabilityDocument]:
     """Place every relaxed structure on the convex hull of its chemical system.
 
@@ -35,11 +36,13 @@ def stability_job(
         User-supplied competing phases (computed with the same potential).
     e_hull_max
         Candidate threshold, eV/atom.
+    compete
+        Screened structures join the hull (True) or face the references alone (False).
     """
     docs = [d for batch in relaxations for d in batch]
     entries = list(reference_entries or [])
     entries += [entry_from_document(d) for d in references or [] if d.status == "ok"]
-    stability = compute_stability(docs, entries, e_hull_max=e_hull_max)
+    stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
     store = _current_store()
     if store is not None:
         save_documents(store, stability)
@@ -69,6 +72,10 @@ class ScreeningMaker(Maker):
     reference_entries
         Competing phases computed with the same potential (e.g. ``ComputedEntry``s read from
         JSON); they replace the elemental reference relaxations.
+    compete
+        True (default): the hull holds the references and every screened structure. False:
+        each structure faces the references' hull alone, as Matbench Discovery scores it
+        (``e_above_hull`` may then be negative).
     """
 
     name: str = "screen"
@@ -77,6 +84,7 @@ class ScreeningMaker(Maker):
     batch_size: int = 100
     relax_maker: BatchRelaxMaker = field(default_factory=BatchRelaxMaker)
     reference_entries: list[ComputedEntry] | None = None
+    compete: bool = True
 
     def make(self, structures: StructureInput | list[StructureInput]) -> Flow:
         """The screening flow for ``structures`` (Structures, Atoms, files or folders)."""
@@ -109,6 +117,7 @@ class ScreeningMaker(Maker):
             references=ref_job.output if ref_job is not None else None,
             reference_entries=self.reference_entries,
             e_hull_max=self.e_hull_max,
+            compete=self.compete,
         )
         hull.name = "hull"
         return Flow([*jobs, hull], output=hull.output, name=self.name)

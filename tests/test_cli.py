@@ -1,0 +1,100 @@
+"""The esen-flows command line: exit codes, JSON, a real small screen."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ase.io import write
+from conftest import alloy_structures
+
+from esen_flows.cli import main
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder / "alloys.extxyz", alloy_structures(5, seed=11), format="extxyz")
+    return folder
+
+
+def test_screen_then_hull_json_and_report(tmp_path, inputs, capsys):
+    store = tmp_path / "store"
+    (inputs / "junk.cif").write_text("not a cif\n")
+    code = main(
+        ["screen", str(inputs), "--potential", "emt", "--store", str(store), "--batch-size", "2"]
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert main(["hull", "--store", str(store), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    labels = {r["label"] for r in rows}
+    assert {f"alloy-{i:03d}" for i in range(5)} <= labels and "junk" in labels
+    for row in rows:
+        assert {"label", "formula", "energy_per_atom", "e_form", "e_above_hull", "stable"} <= set(
+            row
+        )
+        if row["status"] == "ok":
+            assert isinstance(row["stable"], bool)
+            assert row["e_above_hull"] >= 0
+            assert row["stable"] == (row["e_above_hull"] <= 1e-6)
+    junk = next(r for r in rows if r["label"] == "junk")
+    assert junk["status"] == "failed" and junk["e_above_hull"] is None
+
+    assert main(["hull", "--store", str(store), "--chemsys", "Au-Cu", "--json"]) == 0
+    sub = json.loads(capsys.readouterr().out)
+    assert all(set(r["chemsys"].split("-")) <= {"Au", "Cu"} for r in sub)
+
+    out = tmp_path / "report.html"
+    assert main(["report", "--store", str(store), "--out", str(out)]) == 0
+    assert "alloy-000" in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["screen", "missing.cif", "--store", "{tmp}/s"], 2, "missing.cif: no such file"),
+        (["screen", "{tmp}/bad.cif", "--store", "{tmp}/s"], 1, "no readable structure"),
+        (
+            ["screen", "{tmp}/in", "--store", "{tmp}/s", "--potential", "nope"],
+            2,
+            "unknown potential 'nope'",
+        ),
+        (["hull", "--store", "{tmp}/absent"], 2, "does not exist"),
+        (["report", "--store", "{tmp}/absent"], 2, "does not exist"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code(tmp_path, inputs, capsys, argv, code, message):
+    (tmp_path / "bad.cif").write_text("garbage\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv", [["screen", "x.cif", "--store", "s", "--batch-size", "0"], ["hull"], ["frobnicate"]]
+)
+def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_console_script_installed(tmp_path):
+    exe = shutil.which("esen-flows", path=str(Path(sys.executable).parent))
+    assert exe, "the esen-flows console script is not installed"
+    proc = subprocess.run(
+        [exe, "hull", "--store", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
