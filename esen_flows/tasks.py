@@ -7,6 +7,8 @@ job, a FireWorks launch or a plain script.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,12 @@ from jobflow import JobStore
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from esen_flows.dynamics.relax import RelaxResult, evaluate_robustly, relax_structures
+from esen_flows.dynamics.relax import (
+    RelaxResult,
+    evaluate_robustly,
+    health_problem,
+    relax_structures,
+)
 from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
 from esen_flows.potentials import Potential, UnsupportedElementError, check_elements
 from esen_flows.schemas import EV_A3_TO_GPA, RelaxationDocument, make_key
@@ -55,11 +62,10 @@ class RelaxSettings:
 def input_key(item: Structure | UnreadableInput, potential: Potential, settings: dict) -> str:
     """The result key of one input (an unreadable one is keyed by its source and reason)."""
     if isinstance(item, UnreadableInput):
-        return make_key(
-            Structure([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [], []),
-            potential.checksum,
-            {**settings, "source": item.source, "reason": item.reason},
+        payload = json.dumps(
+            [item.source, item.reason, potential.checksum, settings], sort_keys=True, default=str
         )
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
     return make_key(item, potential.checksum, settings)
 
 
@@ -231,14 +237,19 @@ def _static(
     on_result: Callable[[RelaxResult], None],
     progress: Callable[[int], None],
 ) -> None:
+    """Evaluate once (one batched call); failures become failed results, not exceptions."""
     start = time.perf_counter()
-    for i, (a, out) in enumerate(zip(atoms, evaluate_robustly(potential, atoms), strict=True)):
+    outputs = evaluate_robustly(potential, atoms)
+    wall = (time.perf_counter() - start) / max(len(atoms), 1)
+    for i, (a, out) in enumerate(zip(atoms, outputs, strict=True)):
+        label = get_label(a)
         if isinstance(out, str):
-            result = RelaxResult(
-                i, "failed", a, reason=f"{get_label(a)}: evaluation failed ({out})"
-            )
+            result = RelaxResult(i, "failed", a, reason=f"{label}: evaluation failed ({out})")
+        elif (problem := health_problem(*out, len(a))) is not None:
+            result = RelaxResult(i, "failed", a, energy=out[0], reason=f"{label}: {problem}")
         else:
             energy, forces, stress = out
+            max_force = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
             result = RelaxResult(
                 i,
                 "converged",
@@ -246,8 +257,8 @@ def _static(
                 energy=energy,
                 forces=forces,
                 stress=stress,
-                max_force=float(np.linalg.norm(forces, axis=1).max(initial=0.0)),
+                max_force=max_force,
             )
-        result.wall_time = (time.perf_counter() - start) / len(atoms)
+        result.wall_time = wall
         on_result(result)
         progress(1)

@@ -229,7 +229,7 @@ def _unpack(ev: Evaluation) -> list[tuple[float, np.ndarray, np.ndarray] | str]:
     ]
 
 
-def _health_problem(energy: float, forces: np.ndarray, stress: np.ndarray, n: int) -> str | None:
+def health_problem(energy: float, forces: np.ndarray, stress: np.ndarray, n: int) -> str | None:
     if not (math.isfinite(energy) and np.all(np.isfinite(forces)) and np.all(np.isfinite(stress))):
         return "non-finite energy, forces or stress (NaN or inf)"
     if abs(energy) / n > EXPLODED_EV_PER_ATOM:
@@ -306,7 +306,7 @@ def relax_structures(
                 )
                 continue
             energy, forces, stress = out
-            problem = _health_problem(energy, forces, stress, state.n_atoms)
+            problem = health_problem(energy, forces, stress, state.n_atoms)
             if problem is not None:
                 finish(
                     state,
