@@ -10,7 +10,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from esen_flows.potentials import (
     Potential,
-    UnknownPotentialError,
+    PotentialError,
     UnsupportedElementError,
     get_potential,
 )
@@ -52,11 +52,11 @@ def test_module_class_potential():
         ("nonsense", "unknown potential 'nonsense'"),
         ("no_such_module:Calc", "cannot import module 'no_such_module'"),
         ("ase.calculators.emt:Nope", "has no attribute 'Nope'"),
-        ("esen:/tmp/none.pt", "eSEN"),
+        ("esen:/tmp/none.pt", "no such checkpoint file"),
     ],
 )
 def test_unknown_potentials(name, match):
-    with pytest.raises(UnknownPotentialError, match=match):
+    with pytest.raises(PotentialError, match=match):
         get_potential(name)
 
 

@@ -1,0 +1,6 @@
+"""eSEN in torch + e3nn: smooth, conservative, batched (layer 1; nothing about workflows)."""
+
+from esen_flows.model.config import ESENConfig
+from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
+
+__all__ = ["ESEN", "AtomsBatch", "CheckpointError", "ESENConfig"]

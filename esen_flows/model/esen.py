@@ -1,0 +1,342 @@
+"""eSEN: a smooth, energy-conserving equivariant network (Fu et al. 2025, arXiv 2502.12147).
+
+Energy is a sum of per-atom terms (float64) plus per-element reference energies; forces are
+-dE/dr and stress (1/V) dE/d(strain) by autograd, in one backward pass. The potential-energy
+surface is smooth: Gaussian radial basis times a polynomial envelope whose value and first two
+derivatives vanish at the cutoff, no neighbour cap, and edge frames whose roll does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+from esen_flows.model.config import ESENConfig
+from esen_flows.model.graph import Graph, edge_vectors, radius_graph_pbc
+from esen_flows.model.layers import (
+    EquivariantRMSNorm,
+    GateActivation,
+    GaussianBasis,
+    NodeFeedForward,
+    RadialMLP,
+    SO2Convolution,
+    polynomial_envelope,
+    truncated_layout,
+)
+from esen_flows.model.rotation import WignerD, edge_rotation
+
+CHECKPOINT_FORMAT = "esen-flows-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file is not a valid esen-flows checkpoint."""
+
+
+@dataclass
+class AtomsBatch:
+    """A batch of periodic structures as flat tensors (torch-sim style: one system index/atom).
+
+    Attributes
+    ----------
+    positions
+        (N, 3) Angstrom.
+    numbers
+        (N,) atomic numbers.
+    cell
+        (B, 3, 3) lattice vectors as rows, Angstrom.
+    batch
+        (N,) structure index of each atom.
+    """
+
+    positions: torch.Tensor
+    numbers: torch.Tensor
+    cell: torch.Tensor
+    batch: torch.Tensor
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.cell.shape[0])
+
+    @classmethod
+    def from_atoms(
+        cls, atoms_list: Sequence[Atoms], dtype: torch.dtype = torch.float32, device: Any = "cpu"
+    ) -> AtomsBatch:
+        """Concatenate ASE ``Atoms`` (all periodic in 3D) into one batch."""
+        for k, a in enumerate(atoms_list):
+            if not all(a.pbc) or a.cell.rank < 3:
+                label = a.info.get("label", f"structure {k}")
+                raise ValueError(
+                    f"{label}: eSEN here needs a 3D-periodic cell (pbc=True, 3 vectors)"
+                )
+        pos = np.concatenate([a.positions for a in atoms_list]) if atoms_list else np.zeros((0, 3))
+        nums = np.concatenate([a.numbers for a in atoms_list]) if atoms_list else np.zeros(0)
+        cell = np.stack([a.cell.array for a in atoms_list]) if atoms_list else np.zeros((0, 3, 3))
+        counts = [len(a) for a in atoms_list]
+        batch = np.repeat(np.arange(len(atoms_list)), counts)
+        return cls(
+            positions=torch.as_tensor(pos, dtype=dtype, device=device),
+            numbers=torch.as_tensor(nums, dtype=torch.long, device=device),
+            cell=torch.as_tensor(cell, dtype=dtype, device=device),
+            batch=torch.as_tensor(batch, dtype=torch.long, device=device),
+        )
+
+
+class ESENBlock(nn.Module):
+    """Pre-norm residual block: x += Edgewise(Norm(x)); x += NodeFFN(Norm(x))."""
+
+    def __init__(self, config: ESENConfig, edge_in: int, degrees_trunc: list[int]):
+        super().__init__()
+        c, h, lmax, mmax = config.channels, config.hidden_channels, config.lmax, config.mmax
+        self.norm_edge = EquivariantRMSNorm(lmax, c)
+        self.conv1 = SO2Convolution(lmax, mmax, 2 * c, h, extra=lmax * h)
+        self.radial = RadialMLP(
+            [edge_in, config.edge_channels, config.edge_channels, self.conv1.radial_size()]
+        )
+        self.gate = GateActivation(degrees_trunc, lmax, h)
+        self.conv2 = SO2Convolution(lmax, mmax, h, c)
+        self.norm_node = EquivariantRMSNorm(lmax, c)
+        self.ffn = NodeFeedForward(lmax, c, config.ffn_hidden_channels)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_scalars: torch.Tensor,
+        rot_in: torch.Tensor,
+        rot_out: torch.Tensor,
+        envelope: torch.Tensor,
+        graph: Graph,
+    ) -> torch.Tensor:
+        h = self.norm_edge(x)
+        m = torch.cat([h[graph.src], h[graph.dst]], dim=-1)  # (E, K, 2C)
+        m = torch.bmm(rot_in, m)  # (E, K_trunc, 2C), edge frame, |m| <= mmax
+        m, gates = self.conv1(m, self.radial(edge_scalars))
+        m = self.gate(m, gates)
+        m, _ = self.conv2(m)
+        m = torch.bmm(rot_out, m * envelope[:, None, None])  # back to the global frame
+        x = x.index_add(0, graph.dst, m)
+        return x + self.ffn(self.norm_node(x))
+
+
+class ESEN(nn.Module):
+    """The eSEN model. ``forward`` gives energies (float64), forces and stresses of a batch."""
+
+    def __init__(self, config: ESENConfig):
+        super().__init__()
+        self.config = config
+        c, lmax = config.channels, config.lmax
+        self.num_coefficients = (lmax + 1) ** 2
+        index, degrees, _ = truncated_layout(lmax, config.mmax)
+        self.register_buffer("trunc_index", torch.tensor(index), persistent=False)
+        self.num_elements = config.max_atomic_number + 1
+        self.register_buffer(
+            "element_energies", torch.zeros(self.num_elements, dtype=torch.float64)
+        )
+        allowed = torch.zeros(self.num_elements, dtype=torch.bool)
+        from ase.data import atomic_numbers
+
+        for sym in config.supported_elements:
+            allowed[atomic_numbers[sym]] = True
+        self.register_buffer("allowed", allowed, persistent=False)
+
+        self.node_embedding = nn.Embedding(self.num_elements, c)
+        self.rbf = GaussianBasis(config.cutoff, config.num_rbf, config.rbf_width_factor)
+        self.source_embedding = nn.Embedding(self.num_elements, config.edge_channels)
+        self.target_embedding = nn.Embedding(self.num_elements, config.edge_channels)
+        edge_in = config.num_rbf + 2 * config.edge_channels
+        self.degree_mlp = RadialMLP(
+            [edge_in, config.edge_channels, config.edge_channels, (lmax + 1) * c]
+        )
+        self.wigner = WignerD(lmax)
+        self.blocks = nn.ModuleList(
+            ESENBlock(config, edge_in, degrees) for _ in range(config.num_layers)
+        )
+        self.norm_final = EquivariantRMSNorm(lmax, c)
+        e = config.energy_hidden_channels
+        self.energy_head = nn.Sequential(
+            nn.Linear(c, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(), nn.Linear(e, 1)
+        )
+        self.force_head = nn.Linear(c, 1, bias=False) if config.direct_forces else None
+
+    # ------------------------------------------------------------------ features
+    def _edge_frames(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, K_trunc, K) rotation into edge frames (truncated) and (E, K, K_trunc) back."""
+        direction = vec / vec.norm(dim=-1, keepdim=True)
+        blocks = self.wigner(edge_rotation(direction))
+        e, k = vec.shape[0], self.num_coefficients
+        full = vec.new_zeros(e, k, k)
+        for l, d in enumerate(blocks):
+            full[:, l * l : (l + 1) ** 2, l * l : (l + 1) ** 2] = d
+        rot_out = full[:, :, self.trunc_index]  # D(R) columns of kept coefficients
+        return rot_out.transpose(1, 2), rot_out
+
+    def node_features(
+        self,
+        positions: torch.Tensor,
+        numbers: torch.Tensor,
+        cell: torch.Tensor,
+        batch: torch.Tensor,
+        graph: Graph,
+    ) -> torch.Tensor:
+        """Final (N, (lmax+1)^2, C) node features after all blocks and the final norm."""
+        cfg = self.config
+        vec = edge_vectors(positions, cell, batch, graph)
+        dist = vec.norm(dim=-1)
+        envelope = polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p)
+        edge_scalars = torch.cat(
+            [
+                self.rbf(dist),
+                self.source_embedding(numbers[graph.src]),
+                self.target_embedding(numbers[graph.dst]),
+            ],
+            dim=-1,
+        )
+        rot_in, rot_out = self._edge_frames(vec)
+        n = positions.shape[0]
+        x = positions.new_zeros(n, self.num_coefficients, cfg.channels)
+        x[:, 0] = self.node_embedding(numbers)
+        # edge-degree embedding: m = 0 coefficients from the edge scalars, rotated back
+        m0 = self.degree_mlp(edge_scalars).view(-1, cfg.lmax + 1, cfg.channels)
+        deg = torch.bmm(rot_out[:, :, : cfg.lmax + 1], m0 * envelope[:, None, None])
+        x = x.index_add(0, graph.dst, deg / cfg.degree_normalization)
+        for block in self.blocks:
+            x = block(x, edge_scalars, rot_in, rot_out, envelope, graph)
+        return self.norm_final(x)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        data: AtomsBatch,
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+        direct: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies (B,) float64 eV; forces (N, 3) eV/A; stress (B, 3, 3) eV/A^3 (ASE sign).
+
+        ``direct=True`` returns the direct-force head's forces (pretraining) and no stress.
+        """
+        bad = ~self.allowed[data.numbers]
+        if bad.any():
+            z = int(data.numbers[bad][0])
+            from ase.data import chemical_symbols
+
+            raise ValueError(f"element {chemical_symbols[z]} is not supported by this model")
+        positions, cell, batch = data.positions, data.cell, data.batch
+        n_struct = data.num_structures
+        need_grad = (compute_forces and not direct) or compute_stress
+        with torch.enable_grad() if need_grad else torch.no_grad():
+            graph = radius_graph_pbc(positions.detach(), cell.detach(), batch, self.config.cutoff)
+            if need_grad and not positions.requires_grad:
+                positions = positions.detach().requires_grad_(True)
+            strain = None
+            if compute_stress and not direct:
+                strain = positions.new_zeros(n_struct, 3, 3, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                positions_s = positions + torch.einsum("ni,nij->nj", positions, sym[batch])
+                cell_s = cell + torch.bmm(cell, sym)
+            else:
+                positions_s, cell_s = positions, cell
+            x = self.node_features(positions_s, data.numbers, cell_s, batch, graph)
+            atom_e = self.energy_head(x[:, 0]).squeeze(-1).double()
+            atom_e = atom_e + self.element_energies[data.numbers]
+            energy = torch.zeros(n_struct, dtype=torch.float64, device=atom_e.device)
+            energy = energy.index_add(0, batch, atom_e)
+            out: dict[str, torch.Tensor] = {"energy": energy}
+            if direct:
+                if self.force_head is None:
+                    raise ValueError("this model has no direct-force head (direct_forces=False)")
+                out["forces"] = self.force_head(x[:, 1:4]).squeeze(-1)
+                return out
+            inputs = [positions] if compute_forces else []
+            if strain is not None:
+                inputs.append(strain)
+            if inputs:
+                grads = torch.autograd.grad(
+                    energy.sum(), inputs, create_graph=self.training, allow_unused=False
+                )
+                if compute_forces:
+                    out["forces"] = -grads[0].to(data.positions.dtype)
+                if strain is not None:
+                    volume = torch.linalg.det(cell).abs()
+                    out["stress"] = (grads[-1] / volume[:, None, None]).to(data.positions.dtype)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write a self-describing checkpoint (config, weights, element energies, metadata)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "config": self.config.as_dict(),
+                "state_dict": state,
+                "element_energies": self.element_energies.detach().cpu(),
+                "metadata": dict(metadata or {}),
+            },
+            path,
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: Any = "cpu") -> ESEN:
+        """Read a checkpoint written by ``save``; never executes code from the file.
+
+        Raises
+        ------
+        CheckpointError
+            When the file is missing, not a torch file, holds anything but plain data, or does
+            not describe an ESEN whose weights match its config.
+        """
+        data = read_checkpoint(path, map_location)
+        model = cls(ESENConfig.from_dict(data["config"]))
+        expected = model.state_dict()
+        state = data["state_dict"]
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise CheckpointError(
+                f"{path}: weights do not match the config (missing {missing[:3]}, "
+                f"unexpected {extra[:3]})"
+            )
+        for k, v in state.items():
+            if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape:
+                raise CheckpointError(f"{path}: tensor {k!r} has the wrong shape or type")
+        model.load_state_dict(state)
+        model.metadata = data.get("metadata", {})
+        return model
+
+    def num_parameters(self) -> int:
+        """Trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load and validate the plain-data dict of a checkpoint (``weights_only=True``)."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not an esen-flows checkpoint ({first})") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an esen-flows checkpoint (no format tag)")
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {data.get('version')} not supported")
+    for key, kind in (("config", dict), ("state_dict", dict)):
+        if not isinstance(data.get(key), kind):
+            raise CheckpointError(f"{path}: checkpoint has no {key}")
+    return data

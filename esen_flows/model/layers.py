@@ -1,0 +1,221 @@
+"""Building blocks of eSEN: radial basis, envelope, equivariant norm, SO(2) convolution, gates.
+
+Node features are dense tensors (N, (lmax+1)^2, C) of real spherical-harmonic coefficients in
+e3nn's order. In an edge frame (edge along +y) only the coefficients with |m| <= mmax are kept,
+ordered by m: first m = 0 for l = 0..lmax, then for each m = 1..mmax the +m coefficients
+(l = m..lmax) followed by the -m ones. A rotation about the edge turns each (+m, -m) pair like
+a complex number e^{i m phi}; the SO(2) convolution multiplies them by learned complex weights,
+which commutes with that turn, so the result is independent of the roll of the edge frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch import nn
+
+
+def coefficient_degrees(lmax: int) -> torch.Tensor:
+    """(K,) degree l of each coefficient of a (lmax+1)^2 feature block."""
+    return torch.cat([torch.full((2 * l + 1,), l) for l in range(lmax + 1)])
+
+
+def truncated_layout(lmax: int, mmax: int) -> tuple[list[int], list[int], list[int]]:
+    """Indices into the full coefficient block of the |m| <= mmax edge-frame layout.
+
+    Returns
+    -------
+    index
+        For each kept coefficient, its position in the (lmax+1)^2 block, ordered by m.
+    degrees
+        Its degree l.
+    sizes
+        Coefficients per group: [lmax+1, then lmax+1-m twice for each m >= 1].
+    """
+    index, degrees, sizes = [], [], [lmax + 1]
+    for l in range(lmax + 1):
+        index.append(l * l + l)
+        degrees.append(l)
+    for m in range(1, mmax + 1):
+        for sign in (1, -1):
+            for l in range(m, lmax + 1):
+                index.append(l * l + l + sign * m)
+                degrees.append(l)
+            sizes.append(lmax + 1 - m)
+    return index, degrees, sizes
+
+
+class GaussianBasis(nn.Module):
+    """Gaussians on [0, cutoff] with width ``width_factor`` x their spacing (fixed, no weights)."""
+
+    def __init__(self, cutoff: float, num: int, width_factor: float = 2.0):
+        super().__init__()
+        centres = torch.linspace(0.0, cutoff, num, dtype=torch.float64)
+        spacing = cutoff / max(num - 1, 1)
+        self.register_buffer("centres", centres)
+        self.coeff = -0.5 / (width_factor * spacing) ** 2
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.coeff * (d.unsqueeze(-1) - self.centres.to(d.dtype)) ** 2)
+
+
+def polynomial_envelope(u: torch.Tensor, p: int = 5) -> torch.Tensor:
+    """DimeNet's envelope on u = d / cutoff: 1 at 0; value, 1st and 2nd derivative 0 at u = 1.
+
+    For p = 5: 1 - 21 u^5 + 35 u^6 - 15 u^7; zero for u >= 1.
+    """
+    a = (p + 1) * (p + 2) / 2
+    b = p * (p + 2)
+    c = p * (p + 1) / 2
+    u = torch.clamp(u, max=1.0)
+    env = 1 - a * u**p + b * u ** (p + 1) - c * u ** (p + 2)
+    return torch.where(u < 1.0, env, torch.zeros_like(env))
+
+
+class RadialMLP(nn.Module):
+    """Linear-LayerNorm-SiLU, twice, then Linear: edge scalars to per-edge weights."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(sizes):
+            layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class EquivariantRMSNorm(nn.Module):
+    """RMS norm over channels and degrees; each degree weighted 1/((lmax+1)(2l+1)).
+
+    The l = 0 channel mean is removed first; a learnable scale per (l, channel) and a bias on
+    l = 0 follow. Rotations commute with it (norms of each l block are invariant).
+    """
+
+    def __init__(self, lmax: int, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        degrees = coefficient_degrees(lmax)
+        self.register_buffer("degrees", degrees, persistent=False)
+        weight = 1.0 / ((lmax + 1) * (2 * degrees.double() + 1))
+        self.register_buffer("balance", weight, persistent=False)
+        self.scale = nn.Parameter(torch.ones(lmax + 1, channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scalar = x[:, :1] - x[:, :1].mean(dim=-1, keepdim=True)
+        x = torch.cat([scalar, x[:, 1:]], dim=1)
+        power = (x.pow(2) * self.balance.to(x.dtype)[None, :, None]).sum(dim=1).mean(dim=-1)
+        x = x * torch.rsqrt(power + self.eps)[:, None, None]
+        x = x * self.scale[self.degrees].unsqueeze(0)
+        return torch.cat([x[:, :1] + self.bias, x[:, 1:]], dim=1)
+
+
+class SO2Convolution(nn.Module):
+    """Convolution in the edge frame, mixing degrees within each |m| (Passaro & Zitnick 2023).
+
+    m = 0: the lmax+1 coefficients x channels are flattened, optionally scaled by radial
+    weights, and mapped by a Linear with bias (plus ``extra`` scalar outputs, used as gates).
+    m > 0: the +m and -m parts are the real and imaginary parts of a complex vector, multiplied
+    by one bias-free complex Linear.
+    """
+
+    def __init__(self, lmax: int, mmax: int, in_channels: int, out_channels: int, extra: int = 0):
+        super().__init__()
+        self.lmax, self.mmax = lmax, mmax
+        self.cin, self.cout, self.extra = in_channels, out_channels, extra
+        self.m0 = nn.Linear((lmax + 1) * in_channels, (lmax + 1) * out_channels + extra)
+        self.mpos = nn.ModuleList(
+            nn.Linear((lmax + 1 - m) * in_channels, 2 * (lmax + 1 - m) * out_channels, bias=False)
+            for m in range(1, mmax + 1)
+        )
+
+    def radial_size(self) -> int:
+        """Length of the per-edge radial weight vector (shared by +m and -m)."""
+        return sum(self.lmax + 1 - m for m in range(self.mmax + 1)) * self.cin
+
+    def forward(
+        self, x: torch.Tensor, radial: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (E, K_trunc, C_in) in the layout of ``truncated_layout``; radial: (E, R)."""
+        e = x.shape[0]
+        n0 = self.lmax + 1
+        x0 = x[:, :n0].reshape(e, -1)
+        r_at = 0
+        if radial is not None:
+            x0 = x0 * radial[:, : n0 * self.cin]
+            r_at = n0 * self.cin
+        y0 = self.m0(x0)
+        extra = y0[:, n0 * self.cout :] if self.extra else None
+        out = [y0[:, : n0 * self.cout].reshape(e, n0, self.cout)]
+        at = n0
+        for m, lin in enumerate(self.mpos, start=1):
+            n = self.lmax + 1 - m
+            xp = x[:, at : at + n].reshape(e, -1)
+            xm = x[:, at + n : at + 2 * n].reshape(e, -1)
+            if radial is not None:
+                w = radial[:, r_at : r_at + n * self.cin]
+                xp, xm = xp * w, xm * w
+                r_at += n * self.cin
+            yp = lin(xp)
+            ym = lin(xm)
+            half = n * self.cout
+            real = yp[:, :half] - ym[:, half:]
+            imag = ym[:, :half] + yp[:, half:]
+            out += [real.reshape(e, n, self.cout), imag.reshape(e, n, self.cout)]
+            at += 2 * n
+        return torch.cat(out, dim=1), extra
+
+
+class GateActivation(nn.Module):
+    """SiLU on l = 0; each l > 0 coefficient times sigmoid(gate[l, channel])."""
+
+    def __init__(self, degrees: list[int] | torch.Tensor, lmax: int, channels: int):
+        super().__init__()
+        self.lmax, self.channels = lmax, channels
+        degrees = torch.as_tensor(degrees)
+        self.register_buffer("gate_index", torch.clamp(degrees - 1, min=0), persistent=False)
+        self.register_buffer("is_scalar", degrees == 0, persistent=False)
+
+    def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """x: (E, K, C) with degrees as given; gates: (E, lmax * C)."""
+        g = torch.sigmoid(gates.view(x.shape[0], self.lmax, self.channels))
+        g = g[:, self.gate_index]  # (E, K, C)
+        scalar = self.is_scalar[None, :, None]
+        return torch.where(scalar, torch.nn.functional.silu(x), x * g)
+
+
+class SO3Linear(nn.Module):
+    """Per-degree linear map (weights shared across m, bias on l = 0 only)."""
+
+    def __init__(self, lmax: int, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(lmax + 1, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        bound = 1.0 / math.sqrt(in_channels)
+        nn.init.uniform_(self.weight, -bound, bound)
+        self.register_buffer("degrees", coefficient_degrees(lmax), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("nkc,kcd->nkd", x, self.weight[self.degrees])
+        return torch.cat([y[:, :1] + self.bias, y[:, 1:]], dim=1)
+
+
+class NodeFeedForward(nn.Module):
+    """Per-degree MLP on node features with sigmoid gates computed from l = 0."""
+
+    def __init__(self, lmax: int, channels: int, hidden: int):
+        super().__init__()
+        self.lmax = lmax
+        self.lin1 = SO3Linear(lmax, channels, hidden)
+        self.gate = nn.Linear(channels, lmax * hidden)
+        self.act = GateActivation(coefficient_degrees(lmax), lmax, hidden)
+        self.lin2 = SO3Linear(lmax, hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = self.gate(x[:, 0])
+        return self.lin2(self.act(self.lin1(x), gates))
