@@ -80,7 +80,7 @@ class RadialMLP(nn.Module):
     def __init__(self, sizes: list[int]):
         super().__init__()
         layers: list[nn.Module] = []
-        for a, b in itertools.pairwise(sizes):
+        for a, b in itertools.pairwise(sizes[:-1]):
             layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
         layers.append(nn.Linear(sizes[-2], sizes[-1]))
         self.net = nn.Sequential(*layers)
