@@ -144,7 +144,7 @@ class SO2Convolution(nn.Module):
         """x: (E, K_trunc, C_in) in the layout of ``truncated_layout``; radial: (E, R)."""
         e = x.shape[0]
         n0 = self.lmax + 1
-        x0 = x[:, :n0].reshape(e, -1)
+        x0 = x[:, :n0].reshape(e, n0 * self.cin)
         r_at = 0
         if radial is not None:
             x0 = x0 * radial[:, : n0 * self.cin]
@@ -155,8 +155,8 @@ class SO2Convolution(nn.Module):
         at = n0
         for m, lin in enumerate(self.mpos, start=1):
             n = self.lmax + 1 - m
-            xp = x[:, at : at + n].reshape(e, -1)
-            xm = x[:, at + n : at + 2 * n].reshape(e, -1)
+            xp = x[:, at : at + n].reshape(e, n * self.cin)
+            xm = x[:, at + n : at + 2 * n].reshape(e, n * self.cin)
             if radial is not None:
                 w = radial[:, r_at : r_at + n * self.cin]
                 xp, xm = xp * w, xm * w

@@ -1,0 +1,240 @@
+"""eSEN in float64 with a small random model: symmetry, conservation, smoothness, batching,
+checkpoints. Finite differences and ASE geometry are the references."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from scipy.spatial.transform import Rotation
+
+from esen_flows.model import ESEN, AtomsBatch, CheckpointError, ESENConfig
+
+CUTOFF = 4.0
+
+
+@pytest.fixture(scope="module")
+def model() -> ESEN:
+    torch.manual_seed(0)
+    cfg = ESENConfig(
+        lmax=2,
+        mmax=1,
+        channels=8,
+        hidden_channels=8,
+        ffn_hidden_channels=16,
+        edge_channels=8,
+        num_layers=2,
+        cutoff=CUTOFF,
+        num_rbf=8,
+        energy_hidden_channels=8,
+        elements=("Cu", "Au", "Ag", "Pd"),
+    )
+    m = ESEN(cfg).double().eval()
+    with torch.no_grad():  # make the head non-trivial: random element energies too
+        m.element_energies[[29, 79, 47, 46]] = torch.tensor([-3.5, -3.0, -2.5, -4.0]).double()
+    return m
+
+
+def run(model: ESEN, atoms_list, **kw):
+    out = model(AtomsBatch.from_atoms(list(atoms_list), dtype=torch.float64), **kw)
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def alloy(seed=0, repeat=(2, 1, 1)) -> Atoms:
+    rng = np.random.default_rng(seed)
+    a = bulk("Cu", "fcc", a=3.7).repeat(repeat)
+    a.set_chemical_symbols(rng.choice(["Cu", "Au", "Ag", "Pd"], size=len(a)))
+    a.set_cell(a.cell.array @ (np.eye(3) + 0.05 * rng.standard_normal((3, 3))), scale_atoms=True)
+    a.rattle(0.1, seed=seed)
+    return a
+
+
+def energy(model, a) -> float:
+    return float(run(model, [a], compute_forces=False, compute_stress=False)["energy"][0])
+
+
+def test_rotation_invariance_and_covariance(model):
+    a = alloy(1)
+    ref = run(model, [a])
+    for seed in range(3):
+        r = Rotation.random(random_state=seed).as_matrix()
+        b = a.copy()
+        b.set_cell(a.cell.array @ r.T, scale_atoms=False)
+        b.positions = a.positions @ r.T
+        out = run(model, [b])
+        assert out["energy"][0] == pytest.approx(ref["energy"][0], abs=1e-10)
+        np.testing.assert_allclose(out["forces"], ref["forces"] @ r.T, atol=1e-10)
+        np.testing.assert_allclose(out["stress"][0], r @ ref["stress"][0] @ r.T, atol=1e-10)
+
+
+def test_translation_and_permutation_invariance(model):
+    a = alloy(2)
+    ref = run(model, [a])
+    b = a.copy()
+    b.positions += [1.3, -7.1, 20.2]  # also moves atoms across the periodic boundary
+    out = run(model, [b])
+    assert out["energy"][0] == pytest.approx(ref["energy"][0], abs=1e-10)
+    np.testing.assert_allclose(out["forces"], ref["forces"], atol=1e-10)
+    perm = np.random.default_rng(0).permutation(len(a))
+    out = run(model, [a[perm]])
+    assert out["energy"][0] == pytest.approx(ref["energy"][0], abs=1e-10)
+    np.testing.assert_allclose(out["forces"], ref["forces"][perm], atol=1e-10)
+
+
+def test_forces_are_minus_energy_gradient(model):
+    a = alloy(3)
+    forces = run(model, [a])["forces"]
+    h = 1e-5
+    for i in range(len(a)):
+        for k in range(3):
+            p, m = a.copy(), a.copy()
+            p.positions[i, k] += h
+            m.positions[i, k] -= h
+            fd = -(energy(model, p) - energy(model, m)) / (2 * h)
+            assert forces[i, k] == pytest.approx(fd, abs=1e-7)
+
+
+def test_stress_is_strain_derivative(model):
+    a = alloy(4)
+    stress = run(model, [a])["stress"][0]
+    eps = 1e-5
+    for i, j in [(0, 0), (1, 1), (2, 2), (0, 1), (1, 2), (0, 2)]:
+        d = np.zeros((3, 3))
+        d[i, j] = d[j, i] = eps
+        p, m = a.copy(), a.copy()
+        p.set_cell(a.cell.array @ (np.eye(3) + d), scale_atoms=True)
+        m.set_cell(a.cell.array @ (np.eye(3) - d), scale_atoms=True)
+        fd = (energy(model, p) - energy(model, m)) / (2 * eps) / a.get_volume()
+        fd /= 1 if i == j else 2
+        assert stress[i, j] == pytest.approx(fd, abs=1e-8)
+
+
+def test_smooth_at_cutoff_and_zero_beyond(model):
+    """A pair in a big box: energy and force go to zero smoothly as d crosses the cutoff."""
+
+    def pair(d):
+        a = Atoms("CuAu", positions=[[5, 5, 5], [5 + d, 5, 5]], cell=[20, 20, 20], pbc=True)
+        out = run(model, [a])
+        return out["energy"][0], out["forces"][1, 0]
+
+    far_e, far_f = pair(CUTOFF + 0.5)
+    assert far_f == 0.0
+    assert pair(CUTOFF + 2.0)[0] == pytest.approx(far_e, abs=1e-14)
+    for delta in (1e-2, 1e-3):
+        e_in, f_in = pair(CUTOFF - delta)
+        # value and first two derivatives vanish at the cutoff: E - E_far ~ delta^3
+        assert abs(e_in - far_e) < 50 * delta**3
+        assert abs(f_in) < 50 * delta**2
+    e_at, f_at = pair(CUTOFF - 1e-9)
+    assert e_at == pytest.approx(far_e, abs=1e-12) and abs(f_at) < 1e-9
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_edges_exactly_along_axes(model, axis, sign):
+    """Edges along +-x, +-y, +-z: finite forces that match finite differences."""
+    pos = np.array([[4.0, 4.0, 4.0], [4.0, 4.0, 4.0]])
+    pos[1, axis] += sign * 2.3
+    a = Atoms("CuPd", positions=pos, cell=[9.0, 9.0, 9.0], pbc=True)
+    forces = run(model, [a])["forces"]
+    assert np.all(np.isfinite(forces))
+    h = 1e-5
+    for k in range(3):
+        p, m = a.copy(), a.copy()
+        p.positions[1, k] += h
+        m.positions[1, k] -= h
+        fd = -(energy(model, p) - energy(model, m)) / (2 * h)
+        assert forces[1, k] == pytest.approx(fd, abs=1e-7)
+    off_axis = [k for k in range(3) if k != axis]
+    assert np.abs(forces[:, off_axis]).max() < 1e-10  # symmetry: force along the bond
+
+
+def test_supercell_is_extensive(model):
+    a = alloy(5, repeat=(1, 1, 1))
+    small = run(model, [a])
+    big_atoms = a.repeat((2, 3, 1))
+    big = run(model, [big_atoms])
+    assert big["energy"][0] == pytest.approx(6 * small["energy"][0], abs=1e-9)
+    np.testing.assert_allclose(big["forces"], np.tile(small["forces"], (6, 1)), atol=1e-10)
+    np.testing.assert_allclose(big["stress"][0], small["stress"][0], atol=1e-10)
+
+
+def test_small_and_triclinic_cells_see_far_images(model):
+    """A 1-atom cell much smaller than the cutoff equals the same crystal as a supercell."""
+    a = bulk("Cu", "fcc", a=3.6)  # primitive: 2.5 A vectors, cutoff 4 A reaches 2 cells away
+    assert energy(model, a.repeat((3, 3, 3))) == pytest.approx(27 * energy(model, a), abs=1e-9)
+
+
+def test_mixed_batch_equals_each_alone(model):
+    structures = [alloy(6), alloy(7, repeat=(1, 1, 1)), bulk("Au", "fcc", a=4.1, cubic=True)]
+    batch = run(model, structures)
+    at = 0
+    for k, s in enumerate(structures):
+        alone = run(model, [s])
+        assert batch["energy"][k] == pytest.approx(alone["energy"][0], abs=1e-10)
+        np.testing.assert_allclose(batch["forces"][at : at + len(s)], alone["forces"], atol=1e-10)
+        np.testing.assert_allclose(batch["stress"][k], alone["stress"][0], atol=1e-10)
+        at += len(s)
+
+
+def test_unsupported_element(model):
+    a = bulk("Fe", "bcc", a=2.87)
+    with pytest.raises(ValueError, match="element Fe is not supported"):
+        run(model, [a])
+
+
+def test_checkpoint_round_trip(model, tmp_path):
+    path = model.save(tmp_path / "m.pt", metadata={"note": "test", "epochs": 3})
+    raw = torch.load(path, weights_only=True)  # plain data: loads with weights_only
+    assert raw["format"] == "esen-flows-checkpoint" and raw["config"]["lmax"] == 2
+    again = ESEN.load(path).double().eval()
+    assert again.metadata == {"note": "test", "epochs": 3}
+    a = alloy(8)
+    np.testing.assert_allclose(run(again, [a])["forces"], run(model, [a])["forces"], atol=1e-12)
+    assert run(again, [a])["energy"][0] == pytest.approx(run(model, [a])["energy"][0], abs=1e-12)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/esen_flows_pwned",))
+
+
+def test_bad_checkpoints_are_errors_not_code(tmp_path):
+    import os
+
+    marker = "/tmp/esen_flows_pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    evil = tmp_path / "evil.pt"
+    torch.save({"payload": _Evil()}, evil)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    pickled = tmp_path / "pickle.pt"
+    pickled.write_bytes(pickle.dumps({"format": "x"}))
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}, "something": 1}, other)
+    for path in (evil, text, pickled, other, tmp_path / "missing.pt"):
+        with pytest.raises(CheckpointError, match=str(path.name)):
+            ESEN.load(path)
+    assert not os.path.exists(marker), "loading a checkpoint executed code"
+
+
+def test_wrong_weights_rejected(model, tmp_path):
+    path = model.save(tmp_path / "m.pt")
+    data = torch.load(path, weights_only=True)
+    data["config"]["channels"] = 16
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="do not match|wrong shape"):
+        ESEN.load(path)
+
+
+def test_esen_30m_oam_parameter_count():
+    published = 30_161_153
+    n = ESEN(ESENConfig.esen_30m_oam()).num_parameters()
+    assert abs(n - published) / published < 0.02, n
