@@ -230,7 +230,7 @@ def test_wrong_weights_rejected(model, tmp_path):
     data = torch.load(path, weights_only=True)
     data["config"]["channels"] = 16
     torch.save(data, path)
-    with pytest.raises(CheckpointError, match="do not match|wrong shape"):
+    with pytest.raises(CheckpointError, match=r"do not match|wrong shape"):
         ESEN.load(path)
 
 
