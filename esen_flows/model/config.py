@@ -126,7 +126,7 @@ class ESENConfig:
             mmax=2,
             channels=128,
             hidden_channels=128,
-            ffn_hidden_channels=512,
+            ffn_hidden_channels=128,
             edge_channels=128,
             num_layers=10,
             cutoff=6.0,

@@ -146,10 +146,11 @@ class ESEN(nn.Module):
             allowed[atomic_numbers[sym]] = True
         self.register_buffer("allowed", allowed, persistent=False)
 
-        self.node_embedding = nn.Embedding(self.num_elements, c)
+        # embeddings are indexed by Z - 1 (atomic numbers 1..max_atomic_number)
+        self.node_embedding = nn.Embedding(config.max_atomic_number, c)
         self.rbf = GaussianBasis(config.cutoff, config.num_rbf, config.rbf_width_factor)
-        self.source_embedding = nn.Embedding(self.num_elements, config.edge_channels)
-        self.target_embedding = nn.Embedding(self.num_elements, config.edge_channels)
+        self.source_embedding = nn.Embedding(config.max_atomic_number, config.edge_channels)
+        self.target_embedding = nn.Embedding(config.max_atomic_number, config.edge_channels)
         edge_in = config.num_rbf + 2 * config.edge_channels
         self.degree_mlp = RadialMLP(
             [edge_in, config.edge_channels, config.edge_channels, (lmax + 1) * c]
@@ -187,21 +188,22 @@ class ESEN(nn.Module):
     ) -> torch.Tensor:
         """Final (N, (lmax+1)^2, C) node features after all blocks and the final norm."""
         cfg = self.config
+        species = numbers - 1
         vec = edge_vectors(positions, cell, batch, graph)
         dist = vec.norm(dim=-1)
         envelope = polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p)
         edge_scalars = torch.cat(
             [
                 self.rbf(dist),
-                self.source_embedding(numbers[graph.src]),
-                self.target_embedding(numbers[graph.dst]),
+                self.source_embedding(species[graph.src]),
+                self.target_embedding(species[graph.dst]),
             ],
             dim=-1,
         )
         rot_in, rot_out = self._edge_frames(vec)
         n = positions.shape[0]
         x = positions.new_zeros(n, self.num_coefficients, cfg.channels)
-        x[:, 0] = self.node_embedding(numbers)
+        x[:, 0] = self.node_embedding(species)
         # edge-degree embedding: m = 0 coefficients from the edge scalars, rotated back
         m0 = self.degree_mlp(edge_scalars).view(-1, cfg.lmax + 1, cfg.channels)
         deg = torch.bmm(rot_out[:, :, : cfg.lmax + 1], m0 * envelope[:, None, None])
