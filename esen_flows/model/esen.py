@@ -22,11 +22,11 @@ from esen_flows.model.config import ESENConfig
 from esen_flows.model.graph import Graph, edge_vectors, radius_graph_pbc
 from esen_flows.model.layers import (
     EquivariantRMSNorm,
-    GateActivation,
     GaussianBasis,
     NodeFeedForward,
     RadialMLP,
     SO2Convolution,
+    gate_groups,
     polynomial_envelope,
     truncated_layout,
 )
@@ -92,37 +92,59 @@ class AtomsBatch:
 class ESENBlock(nn.Module):
     """Pre-norm residual block: x += Edgewise(Norm(x)); x += NodeFFN(Norm(x))."""
 
-    def __init__(self, config: ESENConfig, edge_in: int, degrees_trunc: list[int]):
+    def __init__(self, config: ESENConfig, edge_in: int):
         super().__init__()
         c, h, lmax, mmax = config.channels, config.hidden_channels, config.lmax, config.mmax
+        self.lmax, self.mmax, self.channels = lmax, mmax, c
         self.norm_edge = EquivariantRMSNorm(lmax, c)
         self.conv1 = SO2Convolution(lmax, mmax, 2 * c, h, extra=lmax * h)
         self.radial = RadialMLP(
             [edge_in, config.edge_channels, config.edge_channels, self.conv1.radial_size()]
         )
-        self.gate = GateActivation(degrees_trunc, lmax, h)
         self.conv2 = SO2Convolution(lmax, mmax, h, c)
         self.norm_node = EquivariantRMSNorm(lmax, c)
         self.ffn = NodeFeedForward(lmax, c, config.ffn_hidden_channels)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        edge_scalars: torch.Tensor,
-        rot_in: torch.Tensor,
-        rot_out: torch.Tensor,
-        envelope: torch.Tensor,
-        graph: Graph,
+        self, x: torch.Tensor, edge_scalars: torch.Tensor, frames: EdgeFrames, graph: Graph
     ) -> torch.Tensor:
+        """``graph`` holds each neighbour pair once (i = dst, j = src); ``edge_scalars`` holds
+        the direction i <- j for all pairs, then j <- i."""
+        c = self.channels
+        if graph.num_edges == 0:  # isolated atoms: no messages
+            return x + self.ffn(self.norm_node(x))
         h = self.norm_edge(x)
-        m = torch.cat([h[graph.src], h[graph.dst]], dim=-1)  # (E, K, 2C)
-        m = torch.bmm(rot_in, m)  # (E, K_trunc, 2C), edge frame, |m| <= mmax
-        m, gates = self.conv1(m, self.radial(edge_scalars))
-        m = self.gate(m, gates)
-        m, _ = self.conv2(m)
-        m = torch.bmm(rot_out, m * envelope[:, None, None])  # back to the global frame
-        x = x.index_add(0, graph.dst, m)
+        # rotate h_j and h_i into the pair's frame once: [A | B]
+        ab = torch.bmm(frames.rot_in, torch.cat([h[graph.src], h[graph.dst]], dim=-1))
+        a, b = torch.split(ab, c, dim=-1)
+        # i <- j sees [A | B]; j <- i sees the flipped frame: sign * [B | A]
+        reverse = torch.cat([b, a], dim=-1) * frames.flip[:, None]
+        both = torch.cat([ab, reverse], dim=0)
+        groups = list(torch.split(both, frames.sizes, dim=1))
+        groups, gates = self.conv1(groups, self.radial(edge_scalars))
+        groups = gate_groups(groups, gates, self.lmax, self.mmax)
+        groups, _ = self.conv2(groups)
+        y1, y2 = torch.split(torch.cat(groups, dim=1), graph.num_edges, dim=0)
+        # back to the global frame (envelope folded into the rotation), both directions at once
+        msg = torch.bmm(frames.rot_out_env, torch.cat([y1, y2 * frames.flip[:, None]], dim=-1))
+        to_i, to_j = torch.split(msg, c, dim=-1)
+        x = x.index_add(0, graph.dst, to_i).index_add(0, graph.src, to_j)
         return x + self.ffn(self.norm_node(x))
+
+
+@dataclass
+class EdgeFrames:
+    """Per-pair rotations, computed once per forward and shared by all blocks.
+
+    ``rot_in``: (P, K_trunc, K) global -> edge frame, truncated to |m| <= mmax;
+    ``rot_out_env``: (P, K, K_trunc) edge frame -> global, times the envelope; ``flip``:
+    (K_trunc,) signs of the half turn about x that turns the frame of i <- j into one of j <- i.
+    """
+
+    rot_in: torch.Tensor
+    rot_out_env: torch.Tensor
+    flip: torch.Tensor
+    sizes: list[int]
 
 
 class ESEN(nn.Module):
@@ -133,7 +155,7 @@ class ESEN(nn.Module):
         self.config = config
         c, lmax = config.channels, config.lmax
         self.num_coefficients = (lmax + 1) ** 2
-        index, degrees, _ = truncated_layout(lmax, config.mmax)
+        index, _, self.group_sizes = truncated_layout(lmax, config.mmax)
         self.register_buffer("trunc_index", torch.tensor(index), persistent=False)
         self.num_elements = config.max_atomic_number + 1
         self.register_buffer(
@@ -156,9 +178,13 @@ class ESEN(nn.Module):
             [edge_in, config.edge_channels, config.edge_channels, (lmax + 1) * c]
         )
         self.wigner = WignerD(lmax)
-        self.blocks = nn.ModuleList(
-            ESENBlock(config, edge_in, degrees) for _ in range(config.num_layers)
-        )
+        # D of the half turn about x (y -> -y) is diagonal +-1: it relates the two directions
+        half_turn = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+        flip = self._truncated_wigner(half_turn[None])[0][self.trunc_index]
+        if not torch.allclose(flip, torch.diag(torch.diagonal(flip)), atol=1e-9):
+            raise RuntimeError("half-turn Wigner matrix is not diagonal")
+        self.register_buffer("flip_sign", torch.diagonal(flip).round().float(), persistent=False)
+        self.blocks = nn.ModuleList(ESENBlock(config, edge_in) for _ in range(config.num_layers))
         self.norm_final = EquivariantRMSNorm(lmax, c)
         e = config.energy_hidden_channels
         self.energy_head = nn.Sequential(
@@ -167,16 +193,25 @@ class ESEN(nn.Module):
         self.force_head = nn.Linear(c, 1, bias=False) if config.direct_forces else None
 
     # ------------------------------------------------------------------ features
-    def _edge_frames(self, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E, K_trunc, K) rotation into edge frames (truncated) and (E, K, K_trunc) back."""
+    def _edge_frames(self, vec: torch.Tensor, envelope: torch.Tensor) -> EdgeFrames:
+        """Rotations into the (truncated) pair frames and back."""
         direction = vec / vec.norm(dim=-1, keepdim=True)
-        blocks = self.wigner(edge_rotation(direction))
-        e, k = vec.shape[0], self.num_coefficients
-        full = vec.new_zeros(e, k, k)
-        for l, d in enumerate(blocks):
-            full[:, l * l : (l + 1) ** 2, l * l : (l + 1) ** 2] = d
-        rot_out = full[:, :, self.trunc_index]  # D(R) columns of kept coefficients
-        return rot_out.transpose(1, 2), rot_out
+        rot_out = self._truncated_wigner(edge_rotation(direction))
+        return EdgeFrames(
+            rot_in=rot_out.transpose(1, 2).contiguous(),
+            rot_out_env=rot_out * envelope[:, None, None],
+            flip=self.flip_sign.to(vec.dtype),
+            sizes=self.group_sizes,
+        )
+
+    def _truncated_wigner(self, rot: torch.Tensor) -> torch.Tensor:
+        """(E, K, K_trunc): the columns of the block-diagonal D(R) for kept coefficients."""
+        blocks = self.wigner(rot)
+        k = self.num_coefficients
+        padded = [
+            nn.functional.pad(d, (l * l, k - (l + 1) ** 2)) for l, d in enumerate(blocks)
+        ]  # each (E, 2l+1, K): D(R) row block by row block
+        return torch.cat(padded, dim=1).index_select(2, self.trunc_index)
 
     def node_features(
         self,
@@ -192,24 +227,29 @@ class ESEN(nn.Module):
         vec = edge_vectors(positions, cell, batch, graph)
         dist = vec.norm(dim=-1)
         envelope = polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p)
-        edge_scalars = torch.cat(
+        rbf = self.rbf(dist)
+        zi, zj = species[graph.dst], species[graph.src]
+        edge_scalars = torch.cat(  # direction i <- j for every pair, then j <- i
             [
-                self.rbf(dist),
-                self.source_embedding(species[graph.src]),
-                self.target_embedding(species[graph.dst]),
+                torch.cat([rbf, self.source_embedding(zj), self.target_embedding(zi)], dim=-1),
+                torch.cat([rbf, self.source_embedding(zi), self.target_embedding(zj)], dim=-1),
             ],
-            dim=-1,
+            dim=0,
         )
-        rot_in, rot_out = self._edge_frames(vec)
+        frames = self._edge_frames(vec, envelope)
         n = positions.shape[0]
         x = positions.new_zeros(n, self.num_coefficients, cfg.channels)
         x[:, 0] = self.node_embedding(species)
         # edge-degree embedding: m = 0 coefficients from the edge scalars, rotated back
-        m0 = self.degree_mlp(edge_scalars).view(-1, cfg.lmax + 1, cfg.channels)
-        deg = torch.bmm(rot_out[:, :, : cfg.lmax + 1], m0 * envelope[:, None, None])
-        x = x.index_add(0, graph.dst, deg / cfg.degree_normalization)
+        m0 = self.degree_mlp(edge_scalars).view(2, -1, cfg.lmax + 1, cfg.channels)
+        m0 = m0 / cfg.degree_normalization
+        flip0 = frames.flip[: cfg.lmax + 1, None]
+        rot_m0 = frames.rot_out_env.narrow(2, 0, cfg.lmax + 1)  # m = 0 columns, enveloped
+        deg = torch.bmm(rot_m0, torch.cat([m0[0], m0[1] * flip0], dim=-1))
+        to_i, to_j = torch.split(deg, cfg.channels, dim=-1)
+        x = x.index_add(0, graph.dst, to_i).index_add(0, graph.src, to_j)
         for block in self.blocks:
-            x = block(x, edge_scalars, rot_in, rot_out, envelope, graph)
+            x = block(x, edge_scalars, frames, graph)
         return self.norm_final(x)
 
     # ------------------------------------------------------------------ forward
@@ -234,7 +274,9 @@ class ESEN(nn.Module):
         n_struct = data.num_structures
         need_grad = (compute_forces and not direct) or compute_stress
         with torch.enable_grad() if need_grad else torch.no_grad():
-            graph = radius_graph_pbc(positions.detach(), cell.detach(), batch, self.config.cutoff)
+            graph = radius_graph_pbc(
+                positions.detach(), cell.detach(), batch, self.config.cutoff
+            ).pairs()
             if need_grad and not positions.requires_grad:
                 positions = positions.detach().requires_grad_(True)
             strain = None

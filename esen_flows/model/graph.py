@@ -35,6 +35,19 @@ class Graph:
     def num_edges(self) -> int:
         return int(self.src.numel())
 
+    def pairs(self) -> Graph:
+        """Each neighbour pair once: i <- j (shift S) and j <- i (shift -S) are one pair.
+
+        Kept: src > dst, or src == dst (an atom and its own image) with S lexicographically
+        positive. The model evaluates both directions of a pair from one rotation.
+        """
+        s = self.shifts
+        positive = (s[:, 0] > 0) | (
+            (s[:, 0] == 0) & ((s[:, 1] > 0) | ((s[:, 1] == 0) & (s[:, 2] > 0)))
+        )
+        keep = (self.src > self.dst) | ((self.src == self.dst) & positive)
+        return Graph(src=self.src[keep], dst=self.dst[keep], shifts=self.shifts[keep])
+
 
 def edge_vectors(
     positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor, graph: Graph

@@ -118,75 +118,99 @@ class EquivariantRMSNorm(nn.Module):
 class SO2Convolution(nn.Module):
     """Convolution in the edge frame, mixing degrees within each |m| (Passaro & Zitnick 2023).
 
-    m = 0: the lmax+1 coefficients x channels are flattened, optionally scaled by radial
-    weights, and mapped by a Linear with bias (plus ``extra`` scalar outputs, used as gates).
-    m > 0: the +m and -m parts are the real and imaginary parts of a complex vector, multiplied
-    by one bias-free complex Linear.
+    Input and output are lists of groups in the order of ``truncated_layout``: the m = 0 group
+    (E, lmax+1, C), then for each m >= 1 the +m and the -m group (E, lmax+1-m, C).
+
+    m = 0: the group is flattened, optionally scaled elementwise by radial weights, and mapped
+    by a Linear with bias; ``extra`` more outputs (the gates) come from the same input.
+    m > 0: +m and -m are the real and imaginary parts of a complex vector, multiplied by one
+    bias-free complex matrix (W_r + i W_i), which commutes with turns about the edge.
+    Each group stays contiguous, so no slicing (whose backward allocates full zero tensors).
     """
 
     def __init__(self, lmax: int, mmax: int, in_channels: int, out_channels: int, extra: int = 0):
         super().__init__()
         self.lmax, self.mmax = lmax, mmax
         self.cin, self.cout, self.extra = in_channels, out_channels, extra
-        self.m0 = nn.Linear((lmax + 1) * in_channels, (lmax + 1) * out_channels + extra)
-        self.mpos = nn.ModuleList(
-            nn.Linear((lmax + 1 - m) * in_channels, 2 * (lmax + 1 - m) * out_channels, bias=False)
-            for m in range(1, mmax + 1)
-        )
+        n0 = lmax + 1
+        self.m0 = nn.Linear(n0 * in_channels, n0 * out_channels)
+        self.gates = nn.Linear(n0 * in_channels, extra) if extra else None
+        self.real = nn.ParameterList()
+        self.imag = nn.ParameterList()
+        for m in range(1, mmax + 1):
+            n = lmax + 1 - m
+            bound = 1.0 / math.sqrt(n * in_channels) / math.sqrt(2.0)
+            self.real.append(nn.Parameter(torch.empty(n * in_channels, n * out_channels)))
+            self.imag.append(nn.Parameter(torch.empty(n * in_channels, n * out_channels)))
+            nn.init.uniform_(self.real[-1], -bound, bound)
+            nn.init.uniform_(self.imag[-1], -bound, bound)
+
+    def group_sizes(self) -> list[int]:
+        """Coefficients per group."""
+        return [self.lmax + 1] + [self.lmax + 1 - m for m in range(1, self.mmax + 1) for _ in "+-"]
 
     def radial_size(self) -> int:
         """Length of the per-edge radial weight vector (shared by +m and -m)."""
         return sum(self.lmax + 1 - m for m in range(self.mmax + 1)) * self.cin
 
     def forward(
-        self, x: torch.Tensor, radial: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (E, K_trunc, C_in) in the layout of ``truncated_layout``; radial: (E, R)."""
-        e = x.shape[0]
+        self, groups: list[torch.Tensor], radial: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        e = groups[0].shape[0]
         n0 = self.lmax + 1
-        x0 = x[:, :n0].reshape(e, n0 * self.cin)
-        r_at = 0
+        weights: tuple[torch.Tensor, ...] = ()
         if radial is not None:
-            x0 = x0 * radial[:, : n0 * self.cin]
-            r_at = n0 * self.cin
-        y0 = self.m0(x0)
-        extra = y0[:, n0 * self.cout :] if self.extra else None
-        out = [y0[:, : n0 * self.cout].reshape(e, n0, self.cout)]
-        at = n0
-        for m, lin in enumerate(self.mpos, start=1):
+            rsizes = [(self.lmax + 1 - m) * self.cin for m in range(self.mmax + 1)]
+            weights = torch.split(radial, rsizes, dim=1)
+        x0 = groups[0].reshape(e, n0 * self.cin)
+        if radial is not None:
+            x0 = x0 * weights[0]
+        out = [self.m0(x0).view(e, n0, self.cout)]
+        extra = self.gates(x0) if self.gates is not None else None
+        for m in range(1, self.mmax + 1):
             n = self.lmax + 1 - m
-            xp = x[:, at : at + n].reshape(e, n * self.cin)
-            xm = x[:, at + n : at + 2 * n].reshape(e, n * self.cin)
+            xp = groups[2 * m - 1].reshape(e, n * self.cin)
+            xm = groups[2 * m].reshape(e, n * self.cin)
             if radial is not None:
-                w = radial[:, r_at : r_at + n * self.cin]
-                xp, xm = xp * w, xm * w
-                r_at += n * self.cin
-            yp = lin(xp)
-            ym = lin(xm)
-            half = n * self.cout
-            real = yp[:, :half] - ym[:, half:]
-            imag = ym[:, :half] + yp[:, half:]
-            out += [real.reshape(e, n, self.cout), imag.reshape(e, n, self.cout)]
-            at += 2 * n
-        return torch.cat(out, dim=1), extra
+                xp, xm = xp * weights[m], xm * weights[m]
+            wr, wi = self.real[m - 1], self.imag[m - 1]
+            out.append((xp @ wr - xm @ wi).view(e, n, self.cout))
+            out.append((xm @ wr + xp @ wi).view(e, n, self.cout))
+        return out, extra
+
+
+def gate_groups(
+    groups: list[torch.Tensor], gates: torch.Tensor, lmax: int, mmax: int
+) -> list[torch.Tensor]:
+    """Gated nonlinearity on edge-frame groups: SiLU on the l = 0 coefficient, every l > 0
+    coefficient times sigmoid(gate[l, channel]); ``gates`` is (E, lmax * C)."""
+    e, _, c = groups[0].shape
+    per_l = torch.sigmoid(gates.view(e, lmax, c))  # row l-1 gates degree l
+    scalar, rest = torch.split(groups[0], [1, lmax], dim=1)
+    out = [torch.cat([nn.functional.silu(scalar), rest * per_l], dim=1)]
+    for m in range(1, mmax + 1):
+        g = per_l if m == 1 else per_l.narrow(1, m - 1, lmax + 1 - m)
+        out += [groups[2 * m - 1] * g, groups[2 * m] * g]
+    return out
 
 
 class GateActivation(nn.Module):
-    """SiLU on l = 0; each l > 0 coefficient times sigmoid(gate[l, channel])."""
+    """SiLU on the single l = 0 coefficient (the first); l > 0 times sigmoid(gate[l, channel])."""
 
     def __init__(self, degrees: list[int] | torch.Tensor, lmax: int, channels: int):
         super().__init__()
         self.lmax, self.channels = lmax, channels
         degrees = torch.as_tensor(degrees)
-        self.register_buffer("gate_index", torch.clamp(degrees - 1, min=0), persistent=False)
-        self.register_buffer("is_scalar", degrees == 0, persistent=False)
+        if degrees[0] != 0 or (degrees[1:] == 0).any():
+            raise ValueError("the l = 0 coefficient must come first and only once")
+        self.register_buffer("gate_index", degrees[1:] - 1, persistent=False)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """x: (E, K, C) with degrees as given; gates: (E, lmax * C)."""
+        """x: (N, K, C) with degrees as given; gates: (N, lmax * C)."""
         g = torch.sigmoid(gates.view(x.shape[0], self.lmax, self.channels))
-        g = g[:, self.gate_index]  # (E, K, C)
-        scalar = self.is_scalar[None, :, None]
-        return torch.where(scalar, torch.nn.functional.silu(x), x * g)
+        g = g.index_select(1, self.gate_index)  # (N, K - 1, C)
+        scalar, rest = torch.split(x, [1, x.shape[1] - 1], dim=1)
+        return torch.cat([torch.nn.functional.silu(scalar), rest * g], dim=1)
 
 
 class SO3Linear(nn.Module):
@@ -201,8 +225,10 @@ class SO3Linear(nn.Module):
         self.register_buffer("degrees", coefficient_degrees(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("nkc,kcd->nkd", x, self.weight[self.degrees])
-        return torch.cat([y[:, :1] + self.bias, y[:, 1:]], dim=1)
+        blocks = torch.split(x, [2 * l + 1 for l in range(self.weight.shape[0])], dim=1)
+        ys = [torch.matmul(b, w) for b, w in zip(blocks, self.weight, strict=True)]
+        ys[0] = ys[0] + self.bias
+        return torch.cat(ys, dim=1)
 
 
 class NodeFeedForward(nn.Module):
@@ -217,5 +243,5 @@ class NodeFeedForward(nn.Module):
         self.lin2 = SO3Linear(lmax, hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gates = self.gate(x[:, 0])
+        gates = torch.nn.functional.silu(self.gate(x[:, 0]))
         return self.lin2(self.act(self.lin1(x), gates))
