@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _workloads import CONFIGS, WORKLOADS, atoms_per_second, cu_cells  # noqa: E402
+from _workloads import CONFIGS, WORKLOADS, atoms_per_second, cu_cells
 
 
 def build(cfg: dict, device: str):

@@ -238,3 +238,12 @@ def test_esen_30m_oam_parameter_count():
     published = 30_161_153
     n = ESEN(ESENConfig.esen_30m_oam()).num_parameters()
     assert abs(n - published) / published < 0.02, n
+
+
+def test_passes_of_whole_structures_equal_one_pass(model):
+    structures = [alloy(9), alloy(10, repeat=(1, 1, 1)), alloy(11), alloy(12, repeat=(2, 2, 1))]
+    data = AtomsBatch.from_atoms(structures, dtype=torch.float64)
+    one = model(data, pass_atoms=None)
+    split = model(data, pass_atoms=5)  # one structure or two small ones per pass
+    for key in ("energy", "forces", "stress"):
+        np.testing.assert_allclose(split[key].detach(), one[key].detach(), atol=1e-10)

@@ -65,6 +65,17 @@ class AtomsBatch:
     def num_structures(self) -> int:
         return int(self.cell.shape[0])
 
+    def select(self, structures: list[int]) -> AtomsBatch:
+        """The sub-batch of consecutive ``structures`` (renumbered from 0)."""
+        first, last = structures[0], structures[-1]
+        mask = (self.batch >= first) & (self.batch <= last)
+        return AtomsBatch(
+            positions=self.positions[mask],
+            numbers=self.numbers[mask],
+            cell=self.cell[first : last + 1],
+            batch=self.batch[mask] - first,
+        )
+
     @classmethod
     def from_atoms(
         cls, atoms_list: Sequence[Atoms], dtype: torch.dtype = torch.float32, device: Any = "cpu"
@@ -87,6 +98,23 @@ class AtomsBatch:
             cell=torch.as_tensor(cell, dtype=dtype, device=device),
             batch=torch.as_tensor(batch, dtype=torch.long, device=device),
         )
+
+
+def _structure_groups(data: AtomsBatch, pass_atoms: int | None) -> list[list[int]]:
+    """Consecutive structures grouped so that each group has at most ``pass_atoms`` atoms."""
+    n = data.num_structures
+    if pass_atoms is None or data.positions.shape[0] <= pass_atoms or n <= 1:
+        return [list(range(n))]
+    counts = torch.bincount(data.batch, minlength=n).tolist()
+    groups: list[list[int]] = [[]]
+    total = 0
+    for s, c in enumerate(counts):
+        if groups[-1] and total + c > pass_atoms:
+            groups.append([])
+            total = 0
+        groups[-1].append(s)
+        total += c
+    return groups
 
 
 class ESENBlock(nn.Module):
@@ -253,17 +281,38 @@ class ESEN(nn.Module):
         return self.norm_final(x)
 
     # ------------------------------------------------------------------ forward
+    #: Atoms per forward pass on a CPU: larger batches are split into groups of whole
+    #: structures (results are identical; the edge tensors then stay in cache). None = no limit.
+    cpu_pass_atoms: int | None = 256
+
     def forward(
         self,
         data: AtomsBatch,
         compute_forces: bool = True,
         compute_stress: bool = True,
         direct: bool = False,
+        pass_atoms: int | None = -1,
     ) -> dict[str, torch.Tensor]:
         """Energies (B,) float64 eV; forces (N, 3) eV/A; stress (B, 3, 3) eV/A^3 (ASE sign).
 
         ``direct=True`` returns the direct-force head's forces (pretraining) and no stress.
+        ``pass_atoms`` caps the atoms of one pass (-1: ``cpu_pass_atoms`` on a CPU, no cap on
+        a GPU); structures are never split.
         """
+        if pass_atoms == -1:
+            pass_atoms = self.cpu_pass_atoms if data.positions.device.type == "cpu" else None
+        groups = _structure_groups(data, pass_atoms)
+        if len(groups) > 1:
+            parts = [
+                self.forward(part, compute_forces, compute_stress, direct, pass_atoms=None)
+                for part in (data.select(g) for g in groups)
+            ]
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return self._forward(data, compute_forces, compute_stress, direct)
+
+    def _forward(
+        self, data: AtomsBatch, compute_forces: bool, compute_stress: bool, direct: bool
+    ) -> dict[str, torch.Tensor]:
         bad = ~self.allowed[data.numbers]
         if bad.any():
             z = int(data.numbers[bad][0])
