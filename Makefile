@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean
+.PHONY: venv test demo lint format clean bench-fairchem bench-model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# fairchem-core's eSEN for the model-speed comparison, in its own venv (not part of make test)
+.venv-fairchem/.installed:
+	test -x .venv-fairchem/bin/python || $(PYTHON) -m venv .venv-fairchem
+	.venv-fairchem/bin/python -m pip install --quiet "torch==2.13.0"
+	.venv-fairchem/bin/python -m pip install --quiet "fairchem-core==2.24.0"
+	touch .venv-fairchem/.installed
+
+bench-fairchem: $(STAMP) .venv-fairchem/.installed
+	$(BIN)/python benchmarks/model_speed.py
+
+bench-model: $(STAMP)
+	$(BIN)/python benchmarks/model_speed.py
 
 clean:
 	rm -rf demo-results report.html .pytest_cache

@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    results = {}
+    results: dict[str, float] = {}
     for name in args.configs.split(","):
         model = build(CONFIGS[name], args.device)
         results[f"{name}/params"] = sum(p.numel() for p in model.parameters())

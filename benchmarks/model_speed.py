@@ -49,59 +49,43 @@ def our_config(name: str) -> ESENConfig:
     )
 
 
-def run_ours(configs: list[str], reps: dict[str, int], device: str) -> dict[str, float]:
-    results: dict[str, float] = {}
-    for name in configs:
-        torch.manual_seed(0)
-        model = ESEN(our_config(name)).to(device).eval()
-        results[f"{name}/params"] = model.num_parameters()
+def measure_ours(name: str, workloads: list[str], reps: int, device: str) -> dict[str, float]:
+    """Atoms/s of esen-flows' ESEN for one config (run in a worker process)."""
+    torch.manual_seed(0)
+    model = ESEN(our_config(name)).to(device).eval()
+    results: dict[str, float] = {f"{name}/params": model.num_parameters()}
 
-        def run(atoms, model=model):
-            out = model(AtomsBatch.from_atoms(atoms, torch.float32, device))
-            out["stress"].sum().item()  # synchronise
+    def run(atoms):
+        out = model(AtomsBatch.from_atoms(atoms, torch.float32, device))
+        out["stress"].sum().item()  # synchronise
 
-        for w, (n, k) in WORKLOADS.items():
-            results[f"{name}/{w}"] = atoms_per_second(run, cu_cells(n, k), reps[name])
-            print(
-                f"  esen-flows {name:5s} {w:6s} {results[f'{name}/{w}']:10.1f} atoms/s",
-                file=sys.stderr,
-                flush=True,
-            )
+    for w in workloads:
+        n, k = WORKLOADS[w]
+        results[f"{name}/{w}"] = atoms_per_second(run, cu_cells(n, k), reps)
     return results
 
 
-def run_fairchem(
-    python: Path, configs: list[str], reps: dict[str, int], device: str, threads: int
-) -> dict[str, float]:
-    results: dict[str, float] = {}
+def run_worker(cmd: list[str], label: str) -> dict[str, float]:
+    """Run one measurement in its own process (memory is returned between them); an
+    out-of-memory kill or a crash is reported, not fatal."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    for name in configs:
-        cmd = [
-            str(python),
-            str(HERE / "_fairchem_esen.py"),
-            "--configs",
-            name,
-            "--reps",
-            str(reps[name]),
-            "--threads",
-            str(threads),
-            "--device",
-            device,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT_JSON ")), None)
+    if line is None:
         line = next((x for x in proc.stdout.splitlines() if x.startswith("FAIRCHEM_JSON ")), None)
-        if proc.returncode != 0 or line is None:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            print(f"  fairchem run failed for {name}: {' | '.join(tail)}", file=sys.stderr)
-            continue
-        results.update(json.loads(line.removeprefix("FAIRCHEM_JSON ")))
-        for w in WORKLOADS:
-            print(
-                f"  fairchem   {name:5s} {w:6s} {results[f'{name}/{w}']:10.1f} atoms/s",
-                file=sys.stderr,
-                flush=True,
-            )
-    return results
+    if proc.returncode != 0 or line is None:
+        why = (
+            "killed (out of memory?)"
+            if proc.returncode in (-9, 137)
+            else (" | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:]))
+        )
+        print(f"  {label}: failed, {why}", file=sys.stderr, flush=True)
+        return {}
+    result = json.loads(line.split(" ", 1)[1])
+    for k, v in result.items():
+        if not k.endswith("params"):
+            print(f"  {label:28s} {k:12s} {v:10.1f} atoms/s", file=sys.stderr, flush=True)
+    return result
 
 
 def main() -> int:
@@ -111,20 +95,45 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fairchem-python", default=str(HERE.parent / ".venv-fairchem/bin/python"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one config here
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help=argparse.SUPPRESS)
+    ap.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    configs = args.configs.split(",")
-    # the 30M model is slow on a CPU: one timed call after the warm-up
-    reps = {c: 1 if (args.quick or (c == "30m" and args.device == "cpu")) else 3 for c in configs}
+    if args.worker:
+        result = measure_ours(args.worker, args.workloads.split(","), args.reps, args.device)
+        print("RESULT_JSON " + json.dumps(result), flush=True)
+        return 0
 
-    ours = run_ours(configs, reps, args.device)
+    configs = args.configs.split(",")
     fc_python = Path(args.fairchem_python)
-    theirs = (
-        run_fairchem(fc_python, configs, reps, args.device, args.threads)
-        if fc_python.exists()
-        else {}
-    )
-    if not theirs:
+    ours: dict[str, float] = {}
+    theirs: dict[str, float] = {}
+    for c in configs:
+        # the 30M model is slow on a CPU: one timed call after the warm-up
+        reps = 1 if (args.quick or (c == "30m" and args.device == "cpu")) else 3
+        for w in WORKLOADS:  # one process per measurement: a peer's OOM cannot stop the rest
+            base = [
+                "--reps",
+                str(reps),
+                "--threads",
+                str(args.threads),
+                "--device",
+                args.device,
+                "--workloads",
+                w,
+            ]
+            ours.update(
+                run_worker([sys.executable, __file__, "--worker", c, *base], f"esen-flows {c}")
+            )
+            if fc_python.exists():
+                theirs.update(
+                    run_worker(
+                        [str(fc_python), str(HERE / "_fairchem_esen.py"), "--configs", c, *base],
+                        f"fairchem {c}",
+                    )
+                )
+    if not fc_python.exists():
         print(f"(fairchem not measured: {fc_python} missing; run `make bench-fairchem`)")
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -133,16 +142,19 @@ def main() -> int:
     ratios: dict[str, float] = {}
     for c in configs:
         print(
-            f"{c:7s} {'params':9s} {ours[f'{c}/params']:>12,d} "
+            f"{c:7s} {'params':9s} {int(ours.get(f'{c}/params', 0)):>12,d} "
             f"{int(theirs.get(f'{c}/params', 0)):>12,d}"
         )
         for w in WORKLOADS:
-            a, b = ours[f"{c}/{w}"], theirs.get(f"{c}/{w}")
-            ratio = a / b if b else None
+            a, b = ours.get(f"{c}/{w}"), theirs.get(f"{c}/{w}")
+            ratio = a / b if a and b else None
             if ratio is not None:
                 ratios[f"{c}/{w}"] = round(ratio, 3)
-            shown = f"{b:12.1f}" if b else f"{'-':>12s}"
-            print(f"{c:7s} {w:9s} {a:12.1f} {shown} {ratio if ratio is None else f'{ratio:7.2f}'}")
+            cells = [f"{x:12.1f}" if x else f"{'-':>12s}" for x in (a, b)]
+            print(
+                f"{c:7s} {w:9s} {cells[0]} {cells[1]} "
+                f"{f'{ratio:7.2f}' if ratio is not None else '      -'}"
+            )
     for c in configs:
         vals = [v for k, v in ratios.items() if k.startswith(f"{c}/")]
         if vals:

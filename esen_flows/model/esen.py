@@ -143,7 +143,8 @@ class ESENBlock(nn.Module):
             return x + self.ffn(self.norm_node(x))
         h = self.norm_edge(x)
         # rotate h_j and h_i into the pair's frame once: [A | B]
-        ab = torch.bmm(frames.rot_in, torch.cat([h[graph.src], h[graph.dst]], dim=-1))
+        hj, hi = h.index_select(0, graph.src), h.index_select(0, graph.dst)
+        ab = torch.bmm(frames.rot_in, torch.cat([hj, hi], dim=-1))
         a, b = torch.split(ab, c, dim=-1)
         # i <- j sees [A | B]; j <- i sees the flipped frame: sign * [B | A]
         reverse = torch.cat([b, a], dim=-1) * frames.flip[:, None]

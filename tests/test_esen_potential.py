@@ -1,0 +1,71 @@
+"""The eSEN Potential adapter: get_potential("esen:PATH"), batching, ASE calculator, makers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from conftest import alloy_structures
+from jobflow import Flow, run_locally
+
+from esen_flows.makers import BatchRelaxMaker
+from esen_flows.model import ESEN, AtomsBatch, ESENConfig
+from esen_flows.potentials import PotentialError, UnsupportedElementError, get_potential
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(1)
+    cfg = ESENConfig(lmax=2, mmax=2, channels=8, hidden_channels=8, ffn_hidden_channels=8,
+                     edge_channels=8, num_layers=1, cutoff=4.5, num_rbf=8,
+                     energy_hidden_channels=8, elements=("Cu", "Au", "Ag", "Pd"))
+    model = ESEN(cfg)
+    with torch.no_grad():
+        model.element_energies[[29, 79, 47, 46]] = torch.tensor([-3.7, -3.2, -2.8, -3.9]).double()
+    return model.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def test_evaluate_matches_model_and_calculator(checkpoint):
+    potential = get_potential(f"esen:{checkpoint}", device="cpu", dtype="float64")
+    assert potential is get_potential(f"esen:{checkpoint}", device="cpu", dtype="float64")
+    assert potential.name == f"esen:{checkpoint}" and len(potential.checksum) == 16
+    structures = alloy_structures(5, seed=3)
+    ev = potential.evaluate(structures)
+    model = ESEN.load(checkpoint).double().eval()
+    ref = model(AtomsBatch.from_atoms(structures, torch.float64))
+    np.testing.assert_allclose(ev.energies, ref["energy"].detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(ev.forces[2], ref["forces"][8:12].detach().numpy(), atol=1e-10)
+    calc_atoms = structures[0].copy()
+    calc_atoms.calc = potential.as_calculator()
+    assert calc_atoms.get_potential_energy() == pytest.approx(ev.energies[0], abs=1e-10)
+    np.testing.assert_allclose(calc_atoms.get_stress(voigt=False), ev.stresses[0], atol=1e-12)
+
+
+def test_errors(checkpoint, tmp_path):
+    potential = get_potential(f"esen:{checkpoint}", device="cpu")
+    iron = bulk("Fe", "bcc", a=2.87)
+    iron.info["label"] = "iron"
+    with pytest.raises(UnsupportedElementError, match="iron: element Fe"):
+        potential.evaluate([iron])
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(PotentialError, match="not an esen-flows checkpoint"):
+        get_potential(f"esen:{junk}")
+    with pytest.raises(PotentialError, match="float32"):
+        get_potential(f"esen:{checkpoint}", dtype="float16")
+
+
+def test_makers_take_esen_unchanged(checkpoint, tmp_path):
+    from esen_flows.stores import default_store
+
+    store = default_store(tmp_path / "store")
+    structures = alloy_structures(3, seed=4)
+    job = BatchRelaxMaker(potential=f"esen:{checkpoint}", max_steps=3, dtype="float64").make(
+        structures
+    )
+    responses = run_locally(Flow([job]), store=store, create_folders=False, log=False)
+    docs = responses[job.uuid][1].output
+    assert [d.status for d in docs] == ["ok"] * 3
+    assert all(d.potential == f"esen:{checkpoint}" for d in docs)
+    assert all(d.n_steps <= 3 for d in docs)
