@@ -13,7 +13,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -111,8 +110,6 @@ def read_file(path: str | Path) -> list[Structure]:
             from ase.io import read
 
             frames = list(read(path, index=":"))
-        elif suffix == ".json":
-            frames = [Structure.from_file(path)]
         else:
             frames = [Structure.from_file(path)]
     except Exception as exc:  # any parser error is a bad input, not a crash
@@ -234,11 +231,3 @@ def _min_distance(structure: Structure, cutoff: float = 3.0) -> float:
     same = (centers == points) & (dists < 1e-8)
     dists = dists[~same]
     return float(np.min(dists)) if len(dists) else float("inf")
-
-
-def describe(obj: Any) -> str:
-    """A short human name for an input in error messages."""
-    label = get_label(obj) if isinstance(obj, Structure | Atoms | UnreadableInput) else None
-    if label:
-        return label
-    return type(obj).__name__

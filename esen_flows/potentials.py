@@ -249,7 +249,8 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        _load_plugins()
+        if name.startswith("esen"):
+            _load_esen()
         kwargs = {"device": device, "dtype": dtype_s}
         prefix = name.split(":", 1)[0] if ":" in name else None
         if name in _BUILDERS:
@@ -257,9 +258,10 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
         elif prefix in _PREFIX_BUILDERS:
             potential = _PREFIX_BUILDERS[prefix](name.split(":", 1)[1], **kwargs)
         elif name.startswith("esen"):
+            shipped = sorted(n for n in _BUILDERS if n.startswith("esen"))
             raise UnknownPotentialError(
-                f"potential {name!r}: the eSEN model (esen_flows.model) is not part of this "
-                "installation yet; use 'emt' or 'module:Class'"
+                f"unknown eSEN potential {name!r}: use 'esen:PATH' with a checkpoint file"
+                + (f" or a shipped model ({', '.join(shipped)})" if shipped else "")
             )
         elif prefix is not None:
             potential = _make_from_class(name)
@@ -273,13 +275,9 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
         return potential
 
 
-def _load_plugins() -> None:
-    """Import optional modules that register more potentials (the eSEN model)."""
-    try:
-        importlib.import_module("esen_flows.model.potential")
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not exc.name.startswith("esen_flows.model"):
-            raise
+def _load_esen() -> None:
+    """Register the eSEN potentials (imports torch, so only when an eSEN name is asked for)."""
+    importlib.import_module("esen_flows.esen_potential")
 
 
 def clear_cache() -> None:

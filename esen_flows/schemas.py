@@ -95,11 +95,11 @@ class RelaxationDocument(ResultDocument):
     structure: Structure | None = Field(None, description="Final (relaxed) structure.")
     energy: float | None = Field(None, description="Final total energy, eV.")
     energy_per_atom: float | None = Field(None, description="Final energy per atom, eV/atom.")
-    stress: list[list[float]] | None = Field(
+    stress_gpa: list[list[float]] | None = Field(
         None, description="Final stress, 3x3, GPa, ASE sign (positive = tensile)."
     )
     max_force: float | None = Field(None, description="Largest final atomic force, eV/A.")
-    max_stress: float | None = Field(None, description="Largest |stress component|, GPa.")
+    max_stress_gpa: float | None = Field(None, description="Largest |stress component|, GPa.")
     relax_status: Literal["converged", "max_steps", "static", "failed"] | None = Field(
         None, description="How the relaxation ended."
     )
@@ -126,6 +126,10 @@ class StabilityDocument(ResultDocument):
         None, description="On the hull: e_above_hull <= 1e-6 eV/atom (Matbench Discovery)."
     )
     candidate: bool | None = Field(None, description="Within e_hull_max of the hull.")
+    converged: bool | None = Field(
+        None,
+        description="Whether the relaxation converged (unconverged ones do not shape the hull).",
+    )
     e_hull_max: float | None = Field(None, description="Threshold for candidate, eV/atom.")
     decomposition: dict[str, float] | None = Field(
         None, description="Hull phases (formula/label: fraction) the structure decomposes into."

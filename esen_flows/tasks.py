@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -118,9 +119,9 @@ def _document(
         structure=final,
         energy=result.energy,
         energy_per_atom=result.energy / len(item),
-        stress=stress_gpa.tolist(),
+        stress_gpa=stress_gpa.tolist(),
         max_force=result.max_force,
-        max_stress=float(np.abs(stress_gpa).max()),
+        max_stress_gpa=float(np.abs(stress_gpa).max()),
         relax_status="static" if static else result.status,
         converged=static or result.status == "converged",
         volume_change=final.volume / item.volume - 1.0,
@@ -175,7 +176,9 @@ def run_relaxations(
         if (key, label) in stored:
             docs[i] = stored[(key, label)]
         elif key in by_key:  # same structure and settings under another label: reuse, relabel
-            docs[i] = by_key[key].model_copy(update={"label": label})
+            docs[i] = by_key[key].model_copy(
+                update={"label": label, "created_at": datetime.now(UTC)}
+            )
             new_docs.append(docs[i])
         elif isinstance(item, UnreadableInput):
             docs[i] = _failed(item, key, potential, sdict, item.reason)

@@ -25,3 +25,15 @@ class LoggingEMT(EMT):
         if system_changes is not None:
             kwargs["system_changes"] = system_changes
         super().calculate(atoms, **kwargs)
+
+
+class FailingEMT(EMT):
+    """EMT that raises for any structure labelled 'boom' (a calculator bug, say)."""
+
+    def calculate(self, atoms=None, properties=None, system_changes=None):
+        if atoms is not None and atoms.info.get("label") == "boom":
+            raise RuntimeError("calculator exploded")
+        kwargs = {} if properties is None else {"properties": properties}
+        if system_changes is not None:
+            kwargs["system_changes"] = system_changes
+        super().calculate(atoms, **kwargs)

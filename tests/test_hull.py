@@ -13,7 +13,7 @@ from esen_flows.analysis import classification_metrics, compute_stability
 from esen_flows.schemas import RelaxationDocument
 
 
-def _doc(label, species, energy_per_atom, status="ok"):
+def _doc(label, species, energy_per_atom, status="ok", converged=True):
     n = len(species)
     structure = Structure(Lattice.cubic(3.0 * n), species, np.linspace(0, 0.9, 3 * n).reshape(n, 3))
     comp = structure.composition
@@ -30,6 +30,7 @@ def _doc(label, species, energy_per_atom, status="ok"):
         structure=structure if status == "ok" else None,
         energy=energy_per_atom * n if status == "ok" else None,
         energy_per_atom=energy_per_atom if status == "ok" else None,
+        converged=converged,
     )
 
 
@@ -132,3 +133,15 @@ def test_without_competition_matches_reference_hull():
         assert s.e_above_hull == pytest.approx(expected, abs=1e-9)
     assert out[1].e_above_hull < 0 and out[1].stable
     assert out[0].e_above_hull > 0 and not out[0].stable
+
+
+def test_unconverged_structure_does_not_shape_the_hull():
+    docs = [
+        _doc("Cu", ["Cu"], -3.0),
+        _doc("Au", ["Au"], -2.0),
+        _doc("deep", ["Cu", "Au"], -3.5, converged=False),
+        _doc("x", ["Cu", "Au"], -2.6),
+    ]
+    out = {s.label: s for s in compute_stability(docs)}
+    assert out["x"].stable  # "deep" would bury it if it shaped the hull
+    assert out["deep"].converged is False and out["deep"].e_above_hull < 0

@@ -35,7 +35,8 @@ def test_batch_relax_equals_ase(store, alloys):
     flow = Flow([BatchRelaxMaker(potential="emt", fmax=1e-3, max_steps=2000).make(alloys[:5])])
     responses = _run(flow, store)
     docs = responses[flow.jobs[0].uuid][1].output
-    for atoms, doc in zip(alloys, docs, strict=False):
+    assert len(docs) == 5
+    for atoms, doc in zip(alloys[:5], docs, strict=True):
         ref = atoms.copy()
         ref.calc = EMT()
         FIRE(FrechetCellFilter(ref), logfile=None).run(fmax=1e-3, steps=2000)
@@ -111,3 +112,28 @@ def test_flow_round_trips_through_json(alloys):
     assert again.jobs[0].function_args[1][0].properties["label"] == alloys[0].info["label"]
     maker = ScreeningMaker.from_dict(ScreeningMaker(e_hull_max=0.1).as_dict())
     assert maker.e_hull_max == 0.1
+
+
+def test_a_structure_whose_evaluation_raises_is_a_failed_document(store, alloys):
+    boom = alloys[0].copy()
+    boom.info["label"] = "boom"
+    single = RelaxMaker(potential="_potentials:FailingEMT").make(boom)
+    batch = BatchRelaxMaker(potential="_potentials:FailingEMT").make([boom, alloys[1]])
+    responses = _run(Flow([single, batch]), store)
+    doc = responses[single.uuid][1].output
+    assert doc.status == "failed" and "calculator exploded" in doc.reason
+    docs = responses[batch.uuid][1].output
+    assert [d.status for d in docs] == ["failed", "ok"]
+
+
+def test_same_structure_under_two_labels_is_computed_once(store, alloys, count_evaluations):
+    twin = alloys[0].copy()
+    twin.info["label"] = "twin"
+    _run(Flow([BatchRelaxMaker(potential="emt").make([alloys[0]])]), store)
+    count_evaluations.clear()
+    _run(Flow([BatchRelaxMaker(potential="emt").make([twin])]), store)
+    assert count_evaluations == []
+    (doc,) = query(store, "relaxation", label="twin")
+    (orig,) = query(store, "relaxation", label=alloys[0].info["label"])
+    assert doc.energy == orig.energy and doc.key == orig.key
+    assert query(store, "relaxation")[0].label == "twin"  # newest first

@@ -51,6 +51,7 @@ def test_max_steps_and_failure_do_not_sink_the_batch(alloys):
 
 def test_converged_criterion_includes_cell(alloys):
     (res,) = relax_structures(get_potential("emt"), alloys[:1], fmax=0.01, max_steps=1000)
+    assert res.status == "converged" and res.max_cell_force < 0.01
     n = len(alloys[0])
     stress = res.stress
     volume = res.atoms.get_volume()

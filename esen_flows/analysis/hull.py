@@ -89,7 +89,8 @@ def compute_stability(
     Parameters
     ----------
     relaxations
-        Screened structures; failed ones give failed stability documents.
+        Screened structures; failed ones give failed stability documents, and ones that hit
+        the step limit are placed on the hull without shaping it (``converged=False``).
     reference_entries
         Competing phases computed with the same potential: at least one entry per element of
         every chemical system screened (the lowest per element is its reference).
@@ -110,8 +111,8 @@ def compute_stability(
     ok = [d for d in relaxations if d.status == "ok" and d.structure is not None]
     candidate_entries = {d.label: entry_from_document(d) for d in ok}
     pool: list[ComputedEntry] = list(reference_entries)
-    if compete:
-        pool += list(candidate_entries.values())
+    if compete:  # an unconverged relaxation is placed on the hull but does not shape it
+        pool += [candidate_entries[d.label] for d in ok if d.converged]
     refs = lowest_elemental(pool)
     diagrams: dict[str, tuple[PhaseDiagram | None, str, str | None]] = {}
 
@@ -171,7 +172,10 @@ def compute_stability(
             continue
         entry = candidate_entries[d.label]
         decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True)
-        e_hull = max(float(e_hull), 0.0) if e_hull > -STABLE_TOL else float(e_hull)
+        base["converged"] = d.converged
+        e_hull = float(e_hull)
+        if -STABLE_TOL < e_hull < 0.0:
+            e_hull = 0.0
         el_refs = {el.symbol: refs[el.symbol].energy_per_atom for el in entry.composition}
         out.append(
             StabilityDocument(

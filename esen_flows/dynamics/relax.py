@@ -30,6 +30,8 @@ RelaxStatus = Literal["converged", "max_steps", "failed"]
 
 #: Energies per atom beyond this magnitude (eV/atom) mean the relaxation blew up.
 EXPLODED_EV_PER_ATOM = 1.0e3
+#: A cell below this volume per atom (A^3) has collapsed; it is not evaluated.
+MIN_VOLUME_PER_ATOM = 1.0
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,9 @@ def evaluate_robustly(
     try:
         ev = potential.evaluate(list(atoms_list))
         return _unpack(ev)
-    except Exception:
+    except Exception as exc:
         if len(atoms_list) == 1:
-            raise
+            return [f"{type(exc).__name__}: {exc}"]
     out: list[tuple[float, np.ndarray, np.ndarray] | str] = []
     for atoms in atoms_list:
         try:
@@ -289,6 +291,23 @@ def relax_structures(
             progress(1)
 
     while active:
+        alive = []
+        for state in active:
+            volume = abs(np.linalg.det(state.atoms.cell.array))
+            if not volume / state.n_atoms >= MIN_VOLUME_PER_ATOM:  # also catches NaN
+                label = get_label(state.atoms) or f"structure {state.index}"
+                reason = f"{label}: cell collapsed ({volume / state.n_atoms:.3g} A^3/atom)"
+                finish(
+                    state,
+                    RelaxResult(
+                        state.index, "failed", state.atoms, n_steps=state.n_steps, reason=reason
+                    ),
+                )
+            else:
+                alive.append(state)
+        active = alive
+        if not active:
+            break
         outputs = evaluate_robustly(potential, [s.atoms for s in active])
         still: list[_State] = []
         for state, out in zip(active, outputs, strict=True):

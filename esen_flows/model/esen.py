@@ -322,7 +322,7 @@ class ESEN(nn.Module):
             raise ValueError(f"element {chemical_symbols[z]} is not supported by this model")
         positions, cell, batch = data.positions, data.cell, data.batch
         n_struct = data.num_structures
-        need_grad = (compute_forces and not direct) or compute_stress
+        need_grad = not direct and (compute_forces or compute_stress)
         with torch.enable_grad() if need_grad else torch.no_grad():
             graph = radius_graph_pbc(
                 positions.detach(), cell.detach(), batch, self.config.cutoff
@@ -405,9 +405,18 @@ class ESEN(nn.Module):
         for k, v in state.items():
             if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape:
                 raise CheckpointError(f"{path}: tensor {k!r} has the wrong shape or type")
+        refs = data.get("element_energies")
+        if refs is not None and not torch.equal(refs.double(), state["element_energies"].double()):
+            raise CheckpointError(f"{path}: element energies disagree with the weights")
         model.load_state_dict(state)
         model.metadata = data.get("metadata", {})
         return model
+
+    def _apply(self, fn, *args, **kwargs):
+        """Casting the model (``.to(float32)``) keeps the element energies in float64."""
+        super()._apply(fn, *args, **kwargs)
+        self.element_energies = self.element_energies.to(torch.float64)
+        return self
 
     def num_parameters(self) -> int:
         """Trainable parameters."""

@@ -145,10 +145,6 @@ class SO2Convolution(nn.Module):
             nn.init.uniform_(self.real[-1], -bound, bound)
             nn.init.uniform_(self.imag[-1], -bound, bound)
 
-    def group_sizes(self) -> list[int]:
-        """Coefficients per group."""
-        return [self.lmax + 1] + [self.lmax + 1 - m for m in range(1, self.mmax + 1) for _ in "+-"]
-
     def radial_size(self) -> int:
         """Length of the per-edge radial weight vector (shared by +m and -m)."""
         return sum(self.lmax + 1 - m for m in range(self.mmax + 1)) * self.cin
@@ -195,18 +191,16 @@ def gate_groups(
 
 
 class GateActivation(nn.Module):
-    """SiLU on the single l = 0 coefficient (the first); l > 0 times sigmoid(gate[l, channel])."""
+    """On (N, (lmax+1)^2, C) node features: SiLU on l = 0, each l > 0 coefficient times
+    sigmoid(gate[l, channel])."""
 
-    def __init__(self, degrees: list[int] | torch.Tensor, lmax: int, channels: int):
+    def __init__(self, lmax: int, channels: int):
         super().__init__()
         self.lmax, self.channels = lmax, channels
-        degrees = torch.as_tensor(degrees)
-        if degrees[0] != 0 or (degrees[1:] == 0).any():
-            raise ValueError("the l = 0 coefficient must come first and only once")
-        self.register_buffer("gate_index", degrees[1:] - 1, persistent=False)
+        self.register_buffer("gate_index", coefficient_degrees(lmax)[1:] - 1, persistent=False)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """x: (N, K, C) with degrees as given; gates: (N, lmax * C)."""
+        """x: (N, K, C); gates: (N, lmax * C)."""
         g = torch.sigmoid(gates.view(x.shape[0], self.lmax, self.channels))
         g = g.index_select(1, self.gate_index)  # (N, K - 1, C)
         scalar, rest = torch.split(x, [1, x.shape[1] - 1], dim=1)
@@ -222,7 +216,6 @@ class SO3Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         bound = 1.0 / math.sqrt(in_channels)
         nn.init.uniform_(self.weight, -bound, bound)
-        self.register_buffer("degrees", coefficient_degrees(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = torch.split(x, [2 * l + 1 for l in range(self.weight.shape[0])], dim=1)
@@ -236,10 +229,9 @@ class NodeFeedForward(nn.Module):
 
     def __init__(self, lmax: int, channels: int, hidden: int):
         super().__init__()
-        self.lmax = lmax
         self.lin1 = SO3Linear(lmax, channels, hidden)
         self.gate = nn.Linear(channels, lmax * hidden)
-        self.act = GateActivation(coefficient_degrees(lmax), lmax, hidden)
+        self.act = GateActivation(lmax, hidden)
         self.lin2 = SO3Linear(lmax, hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

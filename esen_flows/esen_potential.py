@@ -1,4 +1,4 @@
-"""The eSEN ``Potential``: batched evaluation of many structures, and an ASE calculator.
+"""The eSEN ``Potential`` (layer 2 over the model): batched evaluation, and an ASE calculator.
 
 Importing this module registers ``"esen:PATH"`` and the shipped ``"esen-emt-tiny"`` with
 ``esen_flows.potentials.get_potential``.
@@ -26,7 +26,7 @@ from esen_flows.potentials import (
     register_potential,
 )
 
-ZOO = Path(__file__).resolve().parent.parent / "zoo"
+ZOO = Path(__file__).resolve().parent / "zoo"
 SHIPPED = {"esen-emt-tiny": "esen-emt-tiny.pt"}
 
 #: Atoms per forward pass when evaluating a long list (memory-budgeted batching comes later).
