@@ -68,3 +68,22 @@ def count_evaluations(monkeypatch):
 
     monkeypatch.setattr(type(potential), "evaluate", counting)
     return seen
+
+
+def tiny_esen_config(**overrides):
+    """A small eSEN config for tests (8 channels); ``overrides`` replace any field."""
+    from esen_flows.model import ESENConfig
+
+    base = dict(
+        lmax=2,
+        mmax=2,
+        channels=8,
+        hidden_channels=8,
+        ffn_hidden_channels=8,
+        edge_channels=8,
+        num_layers=1,
+        cutoff=4.0,
+        num_rbf=8,
+        energy_hidden_channels=8,
+    )
+    return ESENConfig(**{**base, **overrides})

@@ -6,30 +6,18 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from conftest import alloy_structures
+from conftest import alloy_structures, tiny_esen_config
 from jobflow import Flow, run_locally
 
 from esen_flows.makers import BatchRelaxMaker
-from esen_flows.model import ESEN, AtomsBatch, ESENConfig
+from esen_flows.model import ESEN, AtomsBatch
 from esen_flows.potentials import PotentialError, UnsupportedElementError, get_potential
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(1)
-    cfg = ESENConfig(
-        lmax=2,
-        mmax=2,
-        channels=8,
-        hidden_channels=8,
-        ffn_hidden_channels=8,
-        edge_channels=8,
-        num_layers=1,
-        cutoff=4.5,
-        num_rbf=8,
-        energy_hidden_channels=8,
-        elements=("Cu", "Au", "Ag", "Pd"),
-    )
+    cfg = tiny_esen_config(cutoff=4.5, elements=("Cu", "Au", "Ag", "Pd"))
     model = ESEN(cfg)
     with torch.no_grad():
         model.element_energies[[29, 79, 47, 46]] = torch.tensor([-3.7, -3.2, -2.8, -3.9]).double()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from conftest import tiny_esen_config
 from scipy.spatial.transform import Rotation
 
 from esen_flows.model import ESEN, AtomsBatch, CheckpointError, ESENConfig
@@ -21,17 +22,12 @@ CUTOFF = 4.0
 def model(request) -> ESEN:
     torch.manual_seed(0)
     lmax, mmax = request.param
-    cfg = ESENConfig(
+    cfg = tiny_esen_config(
         lmax=lmax,
         mmax=mmax,
-        channels=8,
-        hidden_channels=8,
         ffn_hidden_channels=16,
-        edge_channels=8,
         num_layers=2,
         cutoff=CUTOFF,
-        num_rbf=8,
-        energy_hidden_channels=8,
         elements=("Cu", "Au", "Ag", "Pd"),
     )
     m = ESEN(cfg).double().eval()
@@ -254,19 +250,7 @@ def test_passes_of_whole_structures_equal_one_pass(model):
 
 def test_direct_force_head_is_equivariant_and_separate():
     torch.manual_seed(2)
-    cfg = ESENConfig(
-        lmax=2,
-        mmax=1,
-        channels=8,
-        hidden_channels=8,
-        ffn_hidden_channels=8,
-        edge_channels=8,
-        num_layers=1,
-        cutoff=CUTOFF,
-        num_rbf=8,
-        energy_hidden_channels=8,
-        direct_forces=True,
-    )
+    cfg = tiny_esen_config(mmax=1, cutoff=CUTOFF, direct_forces=True)
     m = ESEN(cfg).double().eval()
     a = alloy(13)
     direct = run(m, [a], direct=True)
