@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     hull.add_argument("--store", "-s", required=True, help="folder of the results store")
     hull.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
     hull.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    hull.add_argument("--potential", help="only results of this potential (its name)")
 
     report = sub.add_parser("report", help="write an HTML report with hull plots")
     report.add_argument("--store", "-s", required=True, help="folder of the results store")
@@ -118,7 +119,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from jobflow import run_locally
     from rich.console import Console
 
-    from esen_flows.io import UnreadableInput, load_structures
+    from esen_flows.io import UnreadableInput, get_label, load_structures
     from esen_flows.makers import BatchRelaxMaker, ScreeningMaker
     from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.stores import default_store
@@ -137,7 +138,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     for u in unreadable:
         console.print(f"[yellow]skipping[/] {u.source}: {u.reason}")
     try:
-        get_potential(args.potential, device=args.device)
+        potential_name = get_potential(args.potential, device=args.device).name
     except PotentialError as exc:
         raise CLIError(str(exc)) from exc
 
@@ -162,16 +163,19 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise CLIError(f"screen failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from exc
     if not responses or flow.jobs[-1].uuid not in responses:
         raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
-    _print_summary(store, console)
+    labels = {get_label(i) for i in items}
+    _print_summary(store, console, labels=labels, potential=potential_name)
     return 0
 
 
-def _print_summary(store, console) -> None:
+def _print_summary(store, console, labels: set[str], potential: str) -> None:
+    """Summary of this screen only (the store may hold other screens and potentials)."""
     from rich.table import Table
 
     from esen_flows.analysis.query import hull_table
 
-    table = hull_table(store)
+    table = hull_table(store, potential=potential)
+    table = table[table.label.isin(labels)]
     ok = table[table.status == "ok"]
     failed = table[table.status != "ok"]
     summary = Table(title="screen summary")
@@ -220,7 +224,7 @@ def cmd_hull(args: argparse.Namespace) -> int:
 
     from esen_flows.analysis.query import hull_table
 
-    table = hull_table(_open_store(args.store), chemsys=args.chemsys)
+    table = hull_table(_open_store(args.store), chemsys=args.chemsys, potential=args.potential)
     if args.json:
         rows = [
             {k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")

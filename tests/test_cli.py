@@ -54,6 +54,9 @@ def test_screen_then_hull_json_and_report(tmp_path, inputs, capsys):
     assert sub and len(sub) < len(rows)
     assert all(set(r["chemsys"].split("-")) <= set(binary.split("-")) for r in sub)
 
+    assert main(["hull", "--store", str(store), "--potential", "other", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
     out = tmp_path / "report.html"
     assert main(["report", "--store", str(store), "--out", str(out)]) == 0
     assert "alloy-000" in out.read_text()
