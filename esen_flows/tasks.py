@@ -50,14 +50,23 @@ class RelaxSettings:
     dtype: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings that matter for this task (a static run has no optimiser settings)."""
+        if self.task == "static":
+            return {"task": "static", "min_distance": self.min_distance, "dtype": self.dtype}
         return {
             "task": self.task,
             "fmax": self.fmax,
-            "max_steps": self.max_steps if self.task == "relax" else 0,
-            "relax_cell": self.relax_cell if self.task == "relax" else False,
+            "max_steps": self.max_steps,
+            "relax_cell": self.relax_cell,
             "min_distance": self.min_distance,
             "dtype": self.dtype,
         }
+
+
+def precision(potential: Potential) -> str | None:
+    """The floating-point precision a potential really computes in (None: its own, e.g. ASE)."""
+    dtype = getattr(potential, "dtype", None)
+    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def input_key(item: Structure | UnreadableInput, potential: Potential, settings: dict) -> str:
@@ -156,7 +165,7 @@ def run_relaxations(
     list of RelaxationDocument
         One per input, in input order.
     """
-    sdict = settings.as_dict()
+    sdict = {**settings.as_dict(), "dtype": precision(potential)}  # stated, and in the key
     keys = [input_key(item, potential, sdict) for item in items]
     docs: list[RelaxationDocument | None] = [None] * len(items)
 

@@ -67,3 +67,16 @@ def test_makers_take_esen_unchanged(checkpoint, tmp_path):
     assert [d.status for d in docs] == ["ok"] * 3
     assert all(d.potential == f"esen:{checkpoint}" for d in docs)
     assert all(d.n_steps <= 3 for d in docs)
+
+
+def test_documents_state_the_precision_used(checkpoint, tmp_path):
+    from esen_flows.stores import default_store
+
+    store = default_store(tmp_path / "store")
+    default = BatchRelaxMaker(potential=f"esen:{checkpoint}", max_steps=1).make(alloy_structures(1))
+    explicit = BatchRelaxMaker(potential=f"esen:{checkpoint}", max_steps=1, dtype="float32")
+    explicit = explicit.make(alloy_structures(1))
+    responses = run_locally(Flow([default, explicit]), store=store, create_folders=False, log=False)
+    a = responses[default.uuid][1].output[0]
+    b = responses[explicit.uuid][1].output[0]
+    assert a.settings["dtype"] == "float32" and a.key == b.key  # same computation, same key
