@@ -23,6 +23,7 @@ from esen_flows.potentials import (
     Evaluation,
     PotentialError,
     check_elements,
+    normalise_dtype,
     register_potential,
 )
 
@@ -50,17 +51,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def resolve_dtype(dtype: Any) -> torch.dtype:
     """``"float32"``/``"float64"``/torch dtype/None (float32) -> torch dtype."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.float64):
-            raise PotentialError(f"dtype must be float32 or float64, got {dtype}")
-        return dtype
-    table = {"float32": torch.float32, "float64": torch.float64}
-    try:
-        return table[str(dtype).removeprefix("torch.")]
-    except KeyError:
-        raise PotentialError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    name = normalise_dtype(dtype) or "float32"
+    return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
 class ESENPotential:

@@ -213,7 +213,8 @@ def register_potential(name: str, builder: Callable[..., Potential], prefix: boo
     (_PREFIX_BUILDERS if prefix else _BUILDERS)[name] = builder
 
 
-def _normalise_dtype(dtype: Any) -> str | None:
+def normalise_dtype(dtype: Any) -> str | None:
+    """``'float32'``/``'float64'``/a torch dtype -> its name; None stays None."""
     if dtype is None:
         return None
     text = str(dtype).removeprefix("torch.")
@@ -244,7 +245,7 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
         if isinstance(name, Potential):
             return name
         raise TypeError(f"potential must be a name or a Potential, got {type(name).__name__}")
-    dtype_s = _normalise_dtype(dtype)
+    dtype_s = normalise_dtype(dtype)
     key = (name, device, dtype_s)
     with _LOCK:
         if key in _CACHE:
