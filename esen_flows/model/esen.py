@@ -21,6 +21,7 @@ from torch import nn
 from esen_flows.model.config import ESENConfig
 from esen_flows.model.graph import Graph, edge_vectors, radius_graph_pbc
 from esen_flows.model.layers import (
+    EdgeInputs,
     EquivariantRMSNorm,
     GaussianBasis,
     NodeFeedForward,
@@ -134,10 +135,10 @@ class ESENBlock(nn.Module):
         self.ffn = NodeFeedForward(lmax, c, config.ffn_hidden_channels)
 
     def forward(
-        self, x: torch.Tensor, edge_scalars: torch.Tensor, frames: EdgeFrames, graph: Graph
+        self, x: torch.Tensor, edges: EdgeInputs, frames: EdgeFrames, graph: Graph
     ) -> torch.Tensor:
-        """``graph`` holds each neighbour pair once (i = dst, j = src); ``edge_scalars`` holds
-        the direction i <- j for all pairs, then j <- i."""
+        """``graph`` holds each neighbour pair once (i = dst, j = src); the radial weights are
+        for the direction i <- j for all pairs, then j <- i."""
         c = self.channels
         if graph.num_edges == 0:  # isolated atoms: no messages
             return x + self.ffn(self.norm_node(x))
@@ -150,7 +151,7 @@ class ESENBlock(nn.Module):
         reverse = torch.cat([b, a], dim=-1) * frames.flip[:, None]
         both = torch.cat([ab, reverse], dim=0)
         groups = list(torch.split(both, frames.sizes, dim=1))
-        groups, gates = self.conv1(groups, self.radial(edge_scalars))
+        groups, gates = self.conv1(groups, self.radial.forward_pairs(edges))
         groups = gate_groups(groups, gates, self.lmax, self.mmax)
         groups, _ = self.conv2(groups)
         y1, y2 = torch.split(torch.cat(groups, dim=1), graph.num_edges, dim=0)
@@ -257,20 +258,19 @@ class ESEN(nn.Module):
         dist = vec.norm(dim=-1)
         envelope = polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p)
         rbf = self.rbf(dist)
-        zi, zj = species[graph.dst], species[graph.src]
-        edge_scalars = torch.cat(  # direction i <- j for every pair, then j <- i
-            [
-                torch.cat([rbf, self.source_embedding(zj), self.target_embedding(zi)], dim=-1),
-                torch.cat([rbf, self.source_embedding(zi), self.target_embedding(zj)], dim=-1),
-            ],
-            dim=0,
+        edges = EdgeInputs(
+            rbf=rbf,
+            zi=species[graph.dst],
+            zj=species[graph.src],
+            source_table=self.source_embedding.weight,
+            target_table=self.target_embedding.weight,
         )
         frames = self._edge_frames(vec, envelope)
         n = positions.shape[0]
         x = positions.new_zeros(n, self.num_coefficients, cfg.channels)
         x[:, 0] = self.node_embedding(species)
         # edge-degree embedding: m = 0 coefficients from the edge scalars, rotated back
-        m0 = self.degree_mlp(edge_scalars).view(2, -1, cfg.lmax + 1, cfg.channels)
+        m0 = self.degree_mlp.forward_pairs(edges).view(2, -1, cfg.lmax + 1, cfg.channels)
         m0 = m0 / cfg.degree_normalization
         flip0 = frames.flip[: cfg.lmax + 1, None]
         rot_m0 = frames.rot_out_env.narrow(2, 0, cfg.lmax + 1)  # m = 0 columns, enveloped
@@ -278,7 +278,7 @@ class ESEN(nn.Module):
         to_i, to_j = torch.split(deg, cfg.channels, dim=-1)
         x = x.index_add(0, graph.dst, to_i).index_add(0, graph.src, to_j)
         for block in self.blocks:
-            x = block(x, edge_scalars, frames, graph)
+            x = block(x, edges, frames, graph)
         return self.norm_final(x)
 
     # ------------------------------------------------------------------ forward

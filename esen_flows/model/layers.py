@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -87,6 +88,41 @@ class RadialMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def forward_pairs(self, edges: EdgeInputs) -> torch.Tensor:
+        """The same MLP on [rbf, source embedding, target embedding] for both directions of
+        every pair, (2P, out): i <- j first, then j <- i.
+
+        The first Linear is split by its input blocks: the rbf part is computed once per pair
+        and the embedding parts once per element (exactly the same arithmetic result).
+        """
+        first = self.net[0]
+        r, e = edges.rbf.shape[1], edges.source_table.shape[1]
+        w_rbf, w_src, w_dst = torch.split(first.weight, [r, e, e], dim=1)
+        base = edges.rbf @ w_rbf.T + first.bias
+        src = edges.source_table @ w_src.T  # (Z, H): contribution of each source element
+        dst = edges.target_table @ w_dst.T
+        zi, zj = edges.zi, edges.zj
+        h = torch.cat(
+            [
+                base + src.index_select(0, zj) + dst.index_select(0, zi),
+                base + src.index_select(0, zi) + dst.index_select(0, zj),
+            ],
+            dim=0,
+        )
+        return self.net[1:](h)
+
+
+@dataclass
+class EdgeInputs:
+    """Per-pair inputs of the radial MLPs: Gaussian basis (P, R), the element indices of the
+    pair's centre i and neighbour j (P,), and the source/target embedding tables (Z, E)."""
+
+    rbf: torch.Tensor
+    zi: torch.Tensor
+    zj: torch.Tensor
+    source_table: torch.Tensor
+    target_table: torch.Tensor
 
 
 class EquivariantRMSNorm(nn.Module):
