@@ -18,7 +18,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from pymatgen.core import Structure
 
 from esen_flows.io import to_atoms
-from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
+from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError, pack_structures
 from esen_flows.potentials import (
     Evaluation,
     PotentialError,
@@ -85,17 +85,6 @@ class ESENPotential:
         self.elements: frozenset[str] | None = model.config.supported_elements
         self.max_atoms = max_atoms
 
-    def _chunks(self, atoms: Sequence[Atoms]) -> list[list[int]]:
-        chunks: list[list[int]] = [[]]
-        count = 0
-        for i, a in enumerate(atoms):
-            if chunks[-1] and count + len(a) > self.max_atoms:
-                chunks.append([])
-                count = 0
-            chunks[-1].append(i)
-            count += len(a)
-        return [c for c in chunks if c]
-
     def evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
         """Energies (eV), forces (eV/A), stresses (eV/A^3, ASE sign), a few batches at most."""
         atoms = [s if isinstance(s, Atoms) else to_atoms(s) for s in structures]
@@ -105,7 +94,7 @@ class ESENPotential:
         energies = np.empty(n)
         stresses = np.empty((n, 3, 3))
         forces: list[np.ndarray] = [np.empty((0, 3))] * n
-        for chunk in self._chunks(atoms):
+        for chunk in pack_structures([len(a) for a in atoms], self.max_atoms):
             data = AtomsBatch.from_atoms([atoms[i] for i in chunk], self.dtype, self.device)
             out = self.model(data)
             e = out["energy"].detach().cpu().numpy()

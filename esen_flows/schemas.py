@@ -33,12 +33,15 @@ def canonical_structure(structure: Structure) -> list[Any]:
     return [lattice.tolist(), sites]
 
 
+def hash_key(*parts: Any) -> str:
+    """A 32-hex-digit hash of JSON-serialisable parts (sorted keys)."""
+    payload = json.dumps(list(parts), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
 def make_key(structure: Structure, checksum: str, settings: dict[str, Any]) -> str:
     """Hash of (canonical structure, potential checksum, settings): a result's identity."""
-    payload = json.dumps(
-        [canonical_structure(structure), checksum, settings], sort_keys=True, default=str
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    return hash_key(canonical_structure(structure), checksum, settings)
 
 
 def _now() -> datetime:

@@ -7,8 +7,6 @@ job, a FireWorks launch or a plain script.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from esen_flows.dynamics.relax import (
 )
 from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
 from esen_flows.potentials import Potential, UnsupportedElementError, check_elements
-from esen_flows.schemas import EV_A3_TO_GPA, RelaxationDocument, make_key
+from esen_flows.schemas import EV_A3_TO_GPA, RelaxationDocument, hash_key, make_key
 from esen_flows.stores import find_documents, save_documents
 
 
@@ -39,7 +37,7 @@ class RelaxSettings:
 
     ``fmax`` in eV/A; ``max_steps`` FIRE steps; ``relax_cell`` with the Frechet cell filter;
     ``min_distance`` (A) below which atoms count as overlapping; ``task`` is ``"relax"`` or
-    ``"static"``.
+    ``"static"``. The precision the potential computes in is added by ``run_relaxations``.
     """
 
     task: str = "relax"
@@ -47,19 +45,17 @@ class RelaxSettings:
     max_steps: int = 500
     relax_cell: bool = True
     min_distance: float = 0.5
-    dtype: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The settings that matter for this task (a static run has no optimiser settings)."""
         if self.task == "static":
-            return {"task": "static", "min_distance": self.min_distance, "dtype": self.dtype}
+            return {"task": "static", "min_distance": self.min_distance}
         return {
             "task": self.task,
             "fmax": self.fmax,
             "max_steps": self.max_steps,
             "relax_cell": self.relax_cell,
             "min_distance": self.min_distance,
-            "dtype": self.dtype,
         }
 
 
@@ -72,10 +68,7 @@ def precision(potential: Potential) -> str | None:
 def input_key(item: Structure | UnreadableInput, potential: Potential, settings: dict) -> str:
     """The result key of one input (an unreadable one is keyed by its source and reason)."""
     if isinstance(item, UnreadableInput):
-        payload = json.dumps(
-            [item.source, item.reason, potential.checksum, settings], sort_keys=True, default=str
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+        return hash_key(item.source, item.reason, potential.checksum, settings)
     return make_key(item, potential.checksum, settings)
 
 

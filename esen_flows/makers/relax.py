@@ -67,7 +67,6 @@ class BatchRelaxMaker(Maker):
             max_steps=self.max_steps,
             relax_cell=self.relax_cell,
             min_distance=self.min_distance,
-            dtype=self.dtype,
         )
 
     def make(self, structures: list[StructureInput] | StructureInput) -> Job:

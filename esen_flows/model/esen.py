@@ -101,16 +101,15 @@ class AtomsBatch:
         )
 
 
-def _structure_groups(data: AtomsBatch, pass_atoms: int | None) -> list[list[int]]:
-    """Consecutive structures grouped so that each group has at most ``pass_atoms`` atoms."""
-    n = data.num_structures
-    if pass_atoms is None or data.positions.shape[0] <= pass_atoms or n <= 1:
-        return [list(range(n))]
-    counts = torch.bincount(data.batch, minlength=n).tolist()
+def pack_structures(sizes: Sequence[int], max_atoms: int | None) -> list[list[int]]:
+    """Consecutive structure indices grouped so that each group has at most ``max_atoms``
+    atoms (a structure larger than that is a group of its own). None: one group."""
+    if max_atoms is None or sum(sizes) <= max_atoms:
+        return [list(range(len(sizes)))] if len(sizes) else []
     groups: list[list[int]] = [[]]
     total = 0
-    for s, c in enumerate(counts):
-        if groups[-1] and total + c > pass_atoms:
+    for s, c in enumerate(sizes):
+        if groups[-1] and total + c > max_atoms:
             groups.append([])
             total = 0
         groups[-1].append(s)
@@ -302,7 +301,8 @@ class ESEN(nn.Module):
         """
         if pass_atoms == -1:
             pass_atoms = self.cpu_pass_atoms if data.positions.device.type == "cpu" else None
-        groups = _structure_groups(data, pass_atoms)
+        sizes = torch.bincount(data.batch, minlength=data.num_structures).tolist()
+        groups = pack_structures(sizes, pass_atoms) or [[]]
         if len(groups) > 1:
             parts = [
                 self.forward(part, compute_forces, compute_stress, direct, pass_atoms=None)
