@@ -1,4 +1,4 @@
-"""The ``esen-flows`` command line: screen, hull and report.
+"""The ``esen-flows`` command line: screen, hull, report, train and evaluate.
 
 Exit codes: 0 success; 1 the work could not be done (no readable structure, a job crashed);
 2 bad arguments (missing file or store, bad values). Errors print one line on stderr.
@@ -89,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--store", "-s", required=True, help="folder of the results store")
     report.add_argument("--out", "-o", default="report.html", help="output HTML file")
     report.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
+
+    train = sub.add_parser(
+        "train", help="make an EMT dataset and train eSEN on it (the esen-emt-tiny recipe)"
+    )
+    train.add_argument("--out", "-o", required=True, help="folder for data, stages and models")
+    train.add_argument("--seed", type=int, default=0, help="seed of data and training")
+    train.add_argument("--name", default="esen-emt-tiny", help="file name of the model")
+    train.add_argument("--direct-epochs", type=_positive_int, help="epochs of stage 1")
+    train.add_argument("--epochs", type=_positive_int, help="epochs of stage 2 (conservative)")
+    train.add_argument(
+        "--minutes", type=_nonnegative_float, help="wall-clock budget of each stage, minutes"
+    )
+    train.add_argument("--random-cells", type=int, help="random decorated cells in the data")
+    train.add_argument("--restart", action="store_true", help="ignore saved training states")
+
+    evaluate = sub.add_parser("evaluate", help="errors of a model on labelled extxyz frames")
+    evaluate.add_argument("model", help="potential name or checkpoint (esen-emt-tiny, PATH.pt)")
+    evaluate.add_argument("data", help="extxyz file with energies, forces and stresses")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -244,7 +263,76 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"screen": cmd_screen, "hull": cmd_hull, "report": cmd_report}
+def cmd_train(args: argparse.Namespace) -> int:
+    """Generate the reference data and train both stages (resumable)."""
+    from dataclasses import replace
+
+    from esen_flows.training.recipe import Recipe, run_recipe
+
+    recipe = Recipe(name=args.name)
+    data = replace(recipe.dataset, seed=args.seed)
+    if args.random_cells is not None:
+        data = replace(data, random_cells=args.random_cells)
+    stages = []
+    for settings, epochs in (
+        (recipe.direct, args.direct_epochs),
+        (recipe.conservative, args.epochs),
+    ):
+        changes: dict = {"seed": args.seed}
+        if epochs is not None:
+            changes.update(epochs=epochs, patience=min(settings.patience, epochs))
+        if args.minutes is not None:
+            changes["max_minutes"] = args.minutes
+        stages.append(replace(settings, **changes))
+    recipe = replace(recipe, dataset=data, direct=stages[0], conservative=stages[1])
+    try:
+        metrics = run_recipe(recipe, args.out, resume=not args.restart)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    print(json.dumps({k: metrics[k] for k in ("conservative", "direct")}, indent=1))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Mean absolute errors of a model on labelled frames."""
+    from esen_flows.model import ESEN
+    from esen_flows.model.esen import CheckpointError
+    from esen_flows.training.data import read_frames
+    from esen_flows.training.train import Frame, evaluate_frames
+
+    path = Path(args.model)
+    try:
+        if path.suffix == ".pt" or path.is_file():
+            model = ESEN.load(path)
+        else:
+            from esen_flows.esen_potential import SHIPPED, ZOO
+
+            if args.model not in SHIPPED:
+                raise CLIError(f"{args.model!r} is neither a checkpoint file nor a shipped model")
+            model = ESEN.load(ZOO / SHIPPED[args.model])
+        frames = [Frame.from_atoms(a) for a in read_frames(args.data)]
+    except (CheckpointError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    stage = "direct" if model.force_head is not None else "conservative"
+    metrics = evaluate_frames(model, frames, stage)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(
+            f"{len(frames)} frames: energy {metrics['energy_mae']:.2f} meV/atom, forces "
+            f"{metrics['force_mae']:.1f} meV/A"
+            + (f", stress {metrics['stress_mae']:.3f} GPa" if "stress_mae" in metrics else "")
+        )
+    return 0
+
+
+COMMANDS = {
+    "screen": cmd_screen,
+    "hull": cmd_hull,
+    "report": cmd_report,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

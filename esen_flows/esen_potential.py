@@ -28,7 +28,10 @@ from esen_flows.potentials import (
 )
 
 ZOO = Path(__file__).resolve().parent / "zoo"
-SHIPPED = {"esen-emt-tiny": "esen-emt-tiny.pt"}
+SHIPPED = {
+    "esen-emt-tiny": "esen-emt-tiny.pt",
+    "esen-emt-tiny-direct": "esen-emt-tiny-direct.pt",  # its direct-force twin (NVE studies)
+}
 
 #: Atoms per forward pass when evaluating a long list (memory-budgeted batching comes later).
 DEFAULT_MAX_ATOMS = 2048
@@ -66,6 +69,10 @@ class ESENPotential:
         Identity; the checksum is the checkpoint file's hash (or the weights' hash).
     max_atoms
         Structures are packed into forward passes of at most this many atoms.
+    forces
+        ``"conservative"`` (-dE/dr and stress by autograd), ``"direct"`` (the direct-force
+        head of a pretraining checkpoint: no stress, which is returned as NaN) or ``"auto"``
+        (direct exactly when the model has a direct-force head).
     """
 
     def __init__(
@@ -76,7 +83,13 @@ class ESENPotential:
         device: str | torch.device | None = None,
         dtype: Any = None,
         max_atoms: int = DEFAULT_MAX_ATOMS,
+        forces: str = "auto",
     ):
+        if forces not in ("auto", "conservative", "direct"):
+            raise ValueError(f"forces must be 'auto', 'conservative' or 'direct', got {forces!r}")
+        if forces == "direct" and model.force_head is None:
+            raise PotentialError(f"potential {name!r}: the model has no direct-force head")
+        self.direct = forces == "direct" or (forces == "auto" and model.force_head is not None)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
@@ -96,10 +109,15 @@ class ESENPotential:
         forces: list[np.ndarray] = [np.empty((0, 3))] * n
         for chunk in pack_structures([len(a) for a in atoms], self.max_atoms):
             data = AtomsBatch.from_atoms([atoms[i] for i in chunk], self.dtype, self.device)
-            out = self.model(data)
+            if self.direct:
+                with torch.no_grad():
+                    out = self.model(data, direct=True)
+                s = np.full((len(chunk), 3, 3), np.nan)
+            else:
+                out = self.model(data)
+                s = out["stress"].detach().cpu().double().numpy()
             e = out["energy"].detach().cpu().numpy()
             f = out["forces"].detach().cpu().double().numpy()
-            s = out["stress"].detach().cpu().double().numpy()
             offsets = np.cumsum([0] + [len(atoms[i]) for i in chunk])
             for k, i in enumerate(chunk):
                 energies[i] = e[k]

@@ -143,9 +143,35 @@ class StabilityDocument(ResultDocument):
     structure: Structure | None = Field(None, description="Relaxed structure.")
 
 
+class ConservationDocument(ResultDocument):
+    """Energy conservation of a potential in NVE molecular dynamics (velocity Verlet)."""
+
+    kind: ClassVar[str] = "conservation"
+
+    formula: str | None = Field(None, description="Reduced formula.")
+    n_sites: int | None = Field(None, description="Number of atoms.")
+    temperature: float | None = Field(None, description="Initial temperature, K.")
+    timestep_fs: float | None = Field(None, description="Time step, fs.")
+    steps: int | None = Field(None, description="Velocity-Verlet steps.")
+    drift: float | None = Field(
+        None,
+        description="Slope of the total energy after the first 10 % of the run, meV/atom/ps.",
+    )
+    threshold: float | None = Field(None, description="Largest |drift| that passes, meV/atom/ps.")
+    conserves: bool | None = Field(None, description="|drift| <= threshold.")
+    mean_temperature: float | None = Field(None, description="Mean temperature of the run, K.")
+    times_ps: list[float] | None = Field(None, description="Sample times, ps.")
+    total_energy: list[float] | None = Field(None, description="Total energy per sample, eV/atom.")
+    potential_energy: list[float] | None = Field(
+        None, description="Potential energy per sample, eV/atom."
+    )
+    structure: Structure | None = Field(None, description="Initial structure.")
+
+
 DOCUMENT_KINDS: dict[str, type[ResultDocument]] = {
     "relaxation": RelaxationDocument,
     "stability": StabilityDocument,
+    "conservation": ConservationDocument,
 }
 
 

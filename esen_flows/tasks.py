@@ -267,3 +267,110 @@ def _static(
         result.wall_time = wall
         on_result(result)
         progress(1)
+
+
+@dataclass(frozen=True)
+class NVESettings:
+    """Settings of an NVE energy-conservation run (all enter the key): initial ``temperature``
+    (K), ``timestep_fs``, ``steps``, ``sample_every`` (steps), ``threshold`` (meV/atom/ps),
+    ``seed`` of the initial velocities."""
+
+    temperature: float = 300.0
+    timestep_fs: float = 1.0
+    steps: int = 2000
+    sample_every: int = 10
+    threshold: float = 1.0
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": "nve", **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+
+
+def _conservation_doc(item, key, potential, sdict, settings, traj, b) -> Any:
+    from esen_flows.dynamics.md import energy_drift
+    from esen_flows.schemas import ConservationDocument
+
+    drift = energy_drift(traj.times, traj.total[b])
+    return ConservationDocument(
+        **_base_fields(get_label(item) or "?", key, potential, sdict),
+        formula=item.composition.reduced_formula,
+        n_sites=len(item),
+        temperature=settings.temperature,
+        timestep_fs=settings.timestep_fs,
+        steps=settings.steps,
+        drift=drift,
+        threshold=settings.threshold,
+        conserves=abs(drift) <= settings.threshold,
+        mean_temperature=float(np.mean(traj.temperature[b])),
+        times_ps=traj.times.tolist(),
+        total_energy=traj.total[b].tolist(),
+        potential_energy=traj.potential[b].tolist(),
+        structure=item,
+    )
+
+
+def run_conservation(
+    items: Sequence[Structure],
+    potential: Potential,
+    settings: Sequence[NVESettings],
+    store: JobStore | None = None,
+) -> list[Any]:
+    """NVE runs of all structures at once (one evaluation per step for the whole batch); the
+    drift of each one's total energy, compared with its threshold. Stored results are reused;
+    a structure whose run fails (bad element, NaN energy) gets a failed document."""
+    from esen_flows.dynamics.md import run_nve
+    from esen_flows.schemas import ConservationDocument
+
+    sdicts = [{**s.as_dict(), "dtype": precision(potential)} for s in settings]
+    keys = [make_key(item, potential.checksum, sd) for item, sd in zip(items, sdicts, strict=True)]
+    docs: list[Any] = [None] * len(items)
+    if store is not None:
+        found = {d.key: d for d in find_documents(store, "conservation", keys=sorted(set(keys)))}
+        docs = [found.get(k) for k in keys]
+    todo = [i for i, d in enumerate(docs) if d is None]
+
+    def failed(i: int, reason: str) -> Any:
+        label = get_label(items[i]) or f"input-{i}"
+        return ConservationDocument(
+            **_base_fields(label, keys[i], potential, sdicts[i]),
+            formula=items[i].composition.reduced_formula,
+            n_sites=len(items[i]),
+            status="failed",
+            reason=f"{label}: {reason}",
+            structure=items[i],
+        )
+
+    # structures that share the run settings apart from the temperature go in one batch
+    groups: dict[tuple, list[int]] = {}
+    for i in todo:
+        s = settings[i]
+        groups.setdefault((s.timestep_fs, s.steps, s.sample_every, s.seed), []).append(i)
+
+    def run(batch: list[int]) -> None:
+        first = settings[batch[0]]
+        traj = run_nve(
+            potential,
+            [to_atoms(items[i]) for i in batch],
+            [settings[i].temperature for i in batch],
+            timestep_fs=first.timestep_fs,
+            steps=first.steps,
+            sample_every=first.sample_every,
+            seed=first.seed,
+        )
+        for b, i in enumerate(batch):
+            docs[i] = _conservation_doc(
+                items[i], keys[i], potential, sdicts[i], settings[i], traj, b
+            )
+
+    for members in groups.values():
+        try:
+            run(members)
+        except Exception:
+            for i in members:
+                try:
+                    run([i])
+                except Exception as exc:
+                    docs[i] = failed(i, f"NVE run failed ({exc})")
+        if store is not None:
+            save_documents(store, [docs[i] for i in members])
+    return docs

@@ -1,9 +1,12 @@
-"""Walkthrough: screen ordered Cu-Au-Ag-Pd crystals for convex-hull stability.
+"""Walkthrough: screen ordered Cu-Au-Ag-Pd crystals for convex-hull stability with eSEN.
 
-Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``). Each step is the public API a
-user would call; the same screen is one command line away::
+Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``). The shipped esen-emt-tiny
+model relaxes the candidates and places them on the hull; the same screen with EMT, the
+potential the model was trained on, gives the reference labels, and the demo prints the F1 of
+the model's stable/unstable classification against EMT's. Each step is the public API a user
+would call; the same screen is one command line away::
 
-    esen-flows screen examples/candidates.extxyz --potential emt --store demo-results
+    esen-flows screen examples/candidates.extxyz --potential esen-emt-tiny --store demo-results
     esen-flows hull --store demo-results --chemsys Cu-Au
     esen-flows report --store demo-results --out report.html
 
@@ -23,17 +26,42 @@ sys.path.insert(0, str(Path(__file__).parent))
 from generate_candidates import generate_candidates
 
 from esen_flows.analysis import hull_table, query
+from esen_flows.analysis.metrics import compare_labels
 from esen_flows.analysis.report import write_report
 from esen_flows.makers import BatchRelaxMaker, ScreeningMaker
 from esen_flows.stores import default_store
 
 
+def screen(structures, potential: str, store_dir: str):
+    """Run the screen (batched relaxations -> hull) with ``potential``; its store."""
+    maker = ScreeningMaker(
+        potential=potential,
+        e_hull_max=0.05,
+        batch_size=100,
+        relax_maker=BatchRelaxMaker(fmax=0.05, max_steps=500),
+    )
+    flow = maker.make(structures)
+    print(f"[{potential}] flow: {len(flow.jobs)} jobs ({', '.join(j.name for j in flow.jobs)})")
+    store = default_store(store_dir)
+    t0 = time.perf_counter()
+    run_locally(flow, store=store, create_folders=False, log=False, raise_immediately=True)
+    print(f"[{potential}] screen finished in {time.perf_counter() - t0:.1f} s")
+    return store
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Generate candidates, screen them, print the hull table and write the report."""
+    """Generate candidates, screen them, score against the reference, write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="demo-results", help="results folder")
     parser.add_argument("--report", default="report.html", help="HTML report to write")
-    parser.add_argument("--potential", default="emt", help="potential name (default: emt)")
+    parser.add_argument(
+        "--potential", default="esen-emt-tiny", help="potential name (default: esen-emt-tiny)"
+    )
+    parser.add_argument(
+        "--reference",
+        default="emt",
+        help="potential whose own hull scores the screen (default: emt; 'none' skips it)",
+    )
     parser.add_argument("--max-candidates", type=int, default=250)
     args = parser.parse_args(argv)
 
@@ -42,25 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     structures = generate_candidates(max_candidates=args.max_candidates)
     print(f"{len(structures)} candidate structures generated in {time.perf_counter() - t0:.1f} s")
 
-    # 2. The screen: batched relaxations (FIRE + Frechet cell filter), then one hull job.
-    #    Elemental references (fcc, bcc, hcp of Cu, Au, Ag, Pd) are relaxed by the flow itself.
-    maker = ScreeningMaker(
-        potential=args.potential,
-        e_hull_max=0.05,
-        batch_size=100,
-        relax_maker=BatchRelaxMaker(fmax=0.05, max_steps=500),
-    )
-    flow = maker.make(structures)
-    print(f"flow: {len(flow.jobs)} jobs ({', '.join(j.name for j in flow.jobs)})")
+    # 2. The screen on the embedded on-disk store (no server): batched relaxations (FIRE +
+    #    Frechet cell filter), then one hull job. The elemental references (fcc, bcc, hcp of
+    #    Cu, Au, Ag, Pd) are relaxed by the flow itself.
+    store = screen(structures, args.potential, args.store)
 
-    # 3. Run locally on the embedded on-disk store (no server needed).
-    store = default_store(args.store)
-    t0 = time.perf_counter()
-    run_locally(flow, store=store, create_folders=False, log=False, raise_immediately=True)
-    print(f"screen finished in {time.perf_counter() - t0:.1f} s")
-
-    # 4. Query the results: the hull table is a pandas DataFrame.
-    table = hull_table(store)
+    # 3. Query the results: the hull table is a pandas DataFrame.
+    table = hull_table(store, potential=args.potential)
     ok = table[table.status == "ok"]
     print(
         f"\n{len(ok)} structures placed on the hull, {int(ok.stable.sum())} on it, "
@@ -71,8 +87,35 @@ def main(argv: list[str] | None = None) -> int:
     failed = query(store, "relaxation", status="failed")
     print(f"failed relaxations: {len(failed)}")
 
-    # 5. The report: hull table and one hull plot per chemical system.
-    out = write_report(store, args.report, title=f"Cu-Au-Ag-Pd screen ({args.potential})")
+    # 4. Score the model's hull against the reference potential's own (Matbench Discovery's
+    #    classification metrics: stable = on the hull).
+    metrics = None
+    if args.reference.lower() != "none" and args.reference != args.potential:
+        ref_store = screen(structures, args.reference, f"{args.store}-{args.reference}")
+        ref = hull_table(ref_store, potential=args.reference)
+        ref = ref[ref.status == "ok"]
+        metrics = compare_labels(
+            dict(zip(ok.label, ok.stable.astype(bool), strict=True)),
+            dict(zip(ref.label, ref.stable.astype(bool), strict=True)),
+        )
+        e_ref = dict(zip(ref.label, ref.e_form, strict=True))
+        common = [lbl for lbl in ok.label if lbl in e_ref]
+        mae = sum(
+            abs(e - e_ref[lbl]) for lbl, e in zip(ok.label, ok.e_form, strict=True) if lbl in e_ref
+        )
+        metrics["e_form_mae_mev"] = 1e3 * mae / max(len(common), 1)
+        print(
+            f"\n{args.potential} against {args.reference} ({metrics['n']} structures): "
+            f"F1 {metrics['f1']:.3f}, precision {metrics['precision']:.3f}, recall "
+            f"{metrics['recall']:.3f}, DAF {metrics['daf']:.2f}, formation-energy MAE "
+            f"{metrics['e_form_mae_mev']:.1f} meV/atom"
+        )
+
+    # 5. The report: hull table, metrics and one hull plot per chemical system.
+    title = f"Cu-Au-Ag-Pd screen ({args.potential})"
+    if metrics is not None:
+        title += f", scored against {args.reference}"
+    out = write_report(store, args.report, title=title, metrics=metrics)
     print(f"report written to {out}")
     return 0
 

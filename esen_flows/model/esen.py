@@ -8,6 +8,7 @@ derivatives vanish at the cutoff, no neighbour cap, and edge frames whose roll d
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,7 +324,7 @@ class ESEN(nn.Module):
         positions, cell, batch = data.positions, data.cell, data.batch
         n_struct = data.num_structures
         need_grad = not direct and (compute_forces or compute_stress)
-        with torch.enable_grad() if need_grad else torch.no_grad():
+        with torch.enable_grad() if need_grad else contextlib.nullcontext():
             graph = radius_graph_pbc(
                 positions.detach(), cell.detach(), batch, self.config.cutoff
             ).pairs()
