@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model
+.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ bench-fairchem: $(STAMP) .venv-fairchem/.installed
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py
+
+# Re-make the shipped esen-emt-tiny (and its direct twin) from scratch: EMT data, two stages,
+# test errors; about an hour on 2 cores. Resumes when interrupted.
+tiny-model: $(STAMP)
+	$(BIN)/esen-flows train --out runs/esen-emt-tiny
+	cp runs/esen-emt-tiny/esen-emt-tiny.pt runs/esen-emt-tiny/esen-emt-tiny-direct.pt esen_flows/zoo/
+
+# The model card's NVE table and plot (conservative model against its direct twin).
+conservation-study: $(STAMP)
+	$(BIN)/python examples/conservation_study.py --plot esen_flows/zoo/nve-drift.png
 
 clean:
 	rm -rf demo-results report.html .pytest_cache
