@@ -297,6 +297,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Mean absolute errors of a model on labelled frames."""
     from esen_flows.model import ESEN
     from esen_flows.model.esen import CheckpointError
+    from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.training.data import read_frames
     from esen_flows.training.train import Frame, evaluate_frames
 
@@ -304,15 +305,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         if path.suffix == ".pt" or path.is_file():
             model = ESEN.load(path)
-        else:
-            from esen_flows.esen_potential import SHIPPED, ZOO
-
-            if args.model not in SHIPPED:
-                raise CLIError(f"{args.model!r} is neither a checkpoint file nor a shipped model")
-            model = ESEN.load(ZOO / SHIPPED[args.model])
+        else:  # a shipped model's name: the registry knows where it lives
+            model = getattr(get_potential(args.model, device="cpu"), "model", None)
         frames = [Frame.from_atoms(a) for a in read_frames(args.data)]
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, PotentialError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
+    if not isinstance(model, ESEN):
+        raise CLIError(f"{args.model!r} is not an eSEN model")
     stage = "direct" if model.force_head is not None else "conservative"
     metrics = evaluate_frames(model, frames, stage)
     if args.json:

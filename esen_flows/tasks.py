@@ -340,6 +340,15 @@ def run_conservation(
             structure=items[i],
         )
 
+    # bad structures (overlaps, elements the potential lacks) fail before any MD is run
+    for i in todo:
+        problem = _problem(items[i], potential, RelaxSettings())
+        if problem:
+            docs[i] = failed(i, problem)
+    if store is not None:
+        save_documents(store, [docs[i] for i in todo if docs[i] is not None])
+    todo = [i for i in todo if docs[i] is None]
+
     # structures that share the run settings apart from the temperature go in one batch
     groups: dict[tuple, list[int]] = {}
     for i in todo:
@@ -365,7 +374,7 @@ def run_conservation(
     for members in groups.values():
         try:
             run(members)
-        except Exception:
+        except Exception:  # a run that blew up (NaN): run each alone to isolate it
             for i in members:
                 try:
                     run([i])

@@ -364,22 +364,22 @@ class ESEN(nn.Module):
         return out
 
     # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The plain-data checkpoint dict (config, weights, element energies, metadata)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.as_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "element_energies": self.element_energies.detach().cpu(),
+            "metadata": dict(metadata or {}),
+        }
+
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write a self-describing checkpoint (config, weights, element energies, metadata)."""
+        """Write a self-describing checkpoint (see ``checkpoint``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "config": self.config.as_dict(),
-                "state_dict": state,
-                "element_energies": self.element_energies.detach().cpu(),
-                "metadata": dict(metadata or {}),
-            },
-            path,
-        )
+        torch.save(self.checkpoint(metadata), path)
         return path
 
     @classmethod

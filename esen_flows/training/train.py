@@ -416,10 +416,9 @@ def _plain(obj: Any) -> Any:
 
 def _save_state(model: ESEN, path: Path, settings: TrainSettings, training: dict) -> None:
     """The resumable state, written atomically (a crash mid-write keeps the previous one)."""
-    tmp = path.with_suffix(".tmp")
-    model.save(tmp, {"settings": _plain(asdict(settings)), "stage": settings.stage})
-    data = torch.load(tmp, weights_only=True)
+    data = model.checkpoint({"settings": _plain(asdict(settings)), "stage": settings.stage})
     data["training"] = training
+    tmp = path.with_suffix(".tmp")
     torch.save(data, tmp)
     tmp.replace(path)
 
