@@ -20,6 +20,7 @@ from typing import Any
 from jobflow import JobStore
 from maggma.core import Store
 from maggma.stores import MontyStore
+from monty.json import jsanitize
 
 from esen_flows.schemas import ResultDocument, document_class
 
@@ -90,21 +91,43 @@ def _connected(store: Store) -> Store:
     return store
 
 
+#: The fields that make a result unique: a newer document with the same values replaces it.
+UNIQUE = ("kind", "key", "label")
+
+
 def save_documents(store: JobStore, docs: Iterable[ResultDocument]) -> None:
-    """Write (upsert on ``kind``, ``key``, ``label``) documents to the results store now."""
+    """Write documents to the results store now (a newer one replaces the one with the same
+    ``kind``, ``key`` and ``label``).
+
+    MongoDB upserts on those fields. The embedded store appends instead: montydb has no
+    indexes, so an upsert scans the whole collection and a screen of n structures would cost
+    O(n^2); readers (``find_documents``) keep the newest document of each (kind, key, label).
+    """
     rows = [d.to_store() for d in docs]
-    if rows:
-        _connected(results_store(store)).update(rows, key=["kind", "key", "label"])
+    if not rows:
+        return
+    target = _connected(results_store(store))
+    if isinstance(target, MontyStore):
+        target._collection.insert_many([jsanitize(r, allow_bson=True) for r in rows])
+    else:
+        target.update(rows, key=list(UNIQUE))
 
 
 def find_documents(
     store: JobStore, kind: str, keys: Sequence[str] | None = None, **filters: Any
 ) -> list[ResultDocument]:
-    """Documents of one ``kind`` (newest first), optionally restricted to some ``keys``."""
+    """Documents of one ``kind`` (newest first, one per key and label), optionally restricted
+    to some ``keys``."""
     criteria: dict[str, Any] = {"kind": kind, **filters}
     if keys is not None:
         criteria["key"] = {"$in": list(keys)}
     cls = document_class(kind)
     results = _connected(results_store(store))
-    rows = results.query(criteria=criteria, sort={"created_at": -1})
-    return [cls.from_store(row) for row in rows]
+    seen: set[tuple] = set()
+    out = []
+    for row in results.query(criteria=criteria, sort={"created_at": -1}):
+        unique = tuple(row.get(k) for k in UNIQUE)
+        if unique not in seen:
+            seen.add(unique)
+            out.append(cls.from_store(row))
+    return out
