@@ -17,12 +17,14 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from pymatgen.core import Structure
 
-from esen_flows.io import to_atoms
-from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError, pack_structures
+from esen_flows.io import get_label, to_atoms
+from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
 from esen_flows.potentials import (
+    BatchBudget,
     Evaluation,
     PotentialError,
     check_elements,
+    is_out_of_memory,
     normalise_dtype,
     register_potential,
 )
@@ -33,8 +35,15 @@ SHIPPED = {
     "esen-emt-tiny-direct": "esen-emt-tiny-direct.pt",  # its direct-force twin (NVE studies)
 }
 
-#: Atoms per forward pass when evaluating a long list (memory-budgeted batching comes later).
-DEFAULT_MAX_ATOMS = 2048
+#: Share of the free device memory one batch may take (CUDA), and of the available host
+#: memory on a CPU, where running out ends the process instead of raising.
+MEMORY_FRACTION = {"cuda": 0.6, "cpu": 0.25}
+#: Bytes held per directed edge for energy, forces and stress, per layer, per channel and per
+#: spherical coefficient, in units of the float size: measured at about 6 (float32, CPU,
+#: esen-emt-tiny) and 11 (30M-OAM, 256-atom cell); 12 leaves room.
+EDGE_BYTES_FACTOR = 12
+#: Upper bound on atoms per batch (beyond it a batch gains nothing even on a large GPU).
+MAX_BATCH_ATOMS = 100_000
 
 
 def _file_checksum(path: Path) -> str:
@@ -67,8 +76,10 @@ class ESENPotential:
         The network (put in eval mode, moved to ``device`` and ``dtype``).
     name, checksum
         Identity; the checksum is the checkpoint file's hash (or the weights' hash).
-    max_atoms
-        Structures are packed into forward passes of at most this many atoms.
+    budget
+        Atoms and estimated edges per batch; None: from the device's free memory
+        (``batch_budget()``). A batch that runs out of memory is split and retried, and the
+        budget shrinks for the rest of the run.
     forces
         ``"conservative"`` (-dE/dr and stress by autograd), ``"direct"`` (the direct-force
         head of a pretraining checkpoint: no stress, which is returned as NaN) or ``"auto"``
@@ -82,7 +93,7 @@ class ESENPotential:
         checksum: str,
         device: str | torch.device | None = None,
         dtype: Any = None,
-        max_atoms: int = DEFAULT_MAX_ATOMS,
+        budget: BatchBudget | None = None,
         forces: str = "auto",
     ):
         if forces not in ("auto", "conservative", "direct"):
@@ -96,10 +107,36 @@ class ESENPotential:
         self.name = name
         self.checksum = checksum
         self.elements: frozenset[str] | None = model.config.supported_elements
-        self.max_atoms = max_atoms
+        self._budget = budget
+
+    def bytes_per_edge(self) -> int:
+        """Estimated memory (bytes) one directed edge holds during energy, forces and stress."""
+        cfg = self.model.config
+        size = torch.finfo(self.dtype).bits // 8
+        return EDGE_BYTES_FACTOR * size * cfg.num_layers * cfg.channels * (cfg.lmax + 1) ** 2
+
+    def batch_budget(self) -> BatchBudget:
+        """Atoms and edges per batch from the memory free on this device (computed once, then
+        shrunk whenever a batch runs out of memory)."""
+        if self._budget is None:
+            if self.device.type == "cuda":
+                free = torch.cuda.mem_get_info(self.device)[0] * MEMORY_FRACTION["cuda"]
+            else:
+                import psutil
+
+                free = psutil.virtual_memory().available * MEMORY_FRACTION["cpu"]
+            max_edges = max(1, int(free // self.bytes_per_edge()))
+            self._budget = BatchBudget(
+                max_atoms=max(1, min(MAX_BATCH_ATOMS, max_edges // 4)),
+                max_edges=max_edges,
+                cutoff=self.model.config.cutoff,
+            )
+        return self._budget
 
     def evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
-        """Energies (eV), forces (eV/A), stresses (eV/A^3, ASE sign), a few batches at most."""
+        """Energies (eV), forces (eV/A), stresses (eV/A^3, ASE sign): the structures go in as
+        few batches as the memory budget allows; a batch that runs out of memory is halved and
+        retried. A single structure that does not fit raises ``MemoryError`` naming it."""
         atoms = [s if isinstance(s, Atoms) else to_atoms(s) for s in structures]
         for a in atoms:
             check_elements(self, a)
@@ -107,23 +144,59 @@ class ESENPotential:
         energies = np.empty(n)
         stresses = np.empty((n, 3, 3))
         forces: list[np.ndarray] = [np.empty((0, 3))] * n
-        for chunk in pack_structures([len(a) for a in atoms], self.max_atoms):
-            data = AtomsBatch.from_atoms([atoms[i] for i in chunk], self.dtype, self.device)
-            if self.direct:
-                with torch.no_grad():
-                    out = self.model(data, direct=True)
-                s = np.full((len(chunk), 3, 3), np.nan)
-            else:
-                out = self.model(data)
-                s = out["stress"].detach().cpu().double().numpy()
-            e = out["energy"].detach().cpu().numpy()
-            f = out["forces"].detach().cpu().double().numpy()
+        pending = self.batch_budget().pack(atoms)[::-1]
+        while pending:
+            chunk = pending.pop()
+            try:
+                e, f, s = self._run_batch([atoms[i] for i in chunk])
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._out_of_memory(exc, [atoms[i] for i in chunk])
+                half = len(chunk) // 2
+                pending += [chunk[half:], chunk[:half]]
+                continue
             offsets = np.cumsum([0] + [len(atoms[i]) for i in chunk])
             for k, i in enumerate(chunk):
                 energies[i] = e[k]
                 forces[i] = f[offsets[k] : offsets[k + 1]]
                 stresses[i] = s[k]
         return Evaluation(energies=energies, forces=forces, stresses=stresses)
+
+    def _out_of_memory(self, exc: BaseException, batch: list[Atoms]) -> None:
+        """Free what the failed batch held and shrink the budget below its size; a single
+        structure that does not fit is an error that names it."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        n_atoms = sum(len(a) for a in batch)
+        budget = self.batch_budget()
+        n_edges = sum(budget.cost(a)[1] for a in batch)
+        if len(batch) == 1:
+            label = get_label(batch[0]) or "structure"
+            raise MemoryError(
+                f"{label}: {n_atoms} atoms (about {n_edges} edges within "
+                f"{self.model.config.cutoff} A) do not fit in the memory of {self.device} "
+                f"({type(exc).__name__})"
+            ) from exc
+        self._budget = BatchBudget(
+            max_atoms=max(1, min(budget.max_atoms, n_atoms // 2)),
+            max_edges=max(1, min(budget.max_edges or n_edges, n_edges // 2)),
+            cutoff=budget.cutoff,
+        )
+
+    def _run_batch(self, batch: list[Atoms]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One forward (and backward) pass: energies (B,), forces (N, 3), stresses (B, 3, 3)."""
+        data = AtomsBatch.from_atoms(batch, self.dtype, self.device)
+        if self.direct:
+            with torch.no_grad():
+                out = self.model(data, direct=True)
+            s = np.full((len(batch), 3, 3), np.nan)
+        else:
+            out = self.model(data)
+            s = out["stress"].detach().cpu().double().numpy()
+        e = out["energy"].detach().cpu().numpy()
+        f = out["forces"].detach().cpu().double().numpy()
+        return e, f, s
 
     def as_calculator(self) -> Calculator:
         """An ASE calculator sharing this potential's model."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,90 @@ class Potential(Protocol):
     def as_calculator(self) -> Calculator:
         """An ASE calculator backed by this potential."""
         ...
+
+
+#: Atoms per batch for potentials that state no budget (ASE calculators run a loop anyway).
+DEFAULT_BATCH_ATOMS = 2048
+
+
+def estimate_edges(atoms: Atoms, cutoff: float) -> int:
+    """Directed neighbour pairs within ``cutoff`` (A) expected for ``atoms``: n * density *
+    sphere volume. An estimate for budgeting (exact for a uniform density), not a count."""
+    n = len(atoms)
+    volume = abs(float(np.linalg.det(atoms.cell.array))) if atoms.cell.rank == 3 else 0.0
+    if n == 0 or not volume > 0.0:
+        return 0
+    return math.ceil(n * n / volume * 4.0 / 3.0 * math.pi * cutoff**3)
+
+
+@dataclass(frozen=True)
+class BatchBudget:
+    """How much one batched evaluation may hold: atoms and, for a graph model, estimated
+    directed edges (``estimate_edges`` at ``cutoff``). Set from the device's free memory by the
+    potential (``batch_budget()``), shrunk when a batch runs out of memory.
+
+    Attributes
+    ----------
+    max_atoms
+        Atoms per batch.
+    max_edges
+        Estimated edges per batch; None when edges cost nothing extra (ASE calculators).
+    cutoff
+        Neighbour cutoff (A) for the edge estimate.
+    """
+
+    max_atoms: int = DEFAULT_BATCH_ATOMS
+    max_edges: int | None = None
+    cutoff: float | None = None
+
+    def cost(self, atoms: Atoms) -> tuple[int, int]:
+        """(atoms, estimated edges) of one structure."""
+        edges = estimate_edges(atoms, self.cutoff) if self.cutoff and self.max_edges else 0
+        return len(atoms), edges
+
+    def fits(self, n_atoms: int, n_edges: int) -> bool:
+        """Whether a batch of that size is within the budget."""
+        return n_atoms <= self.max_atoms and (self.max_edges is None or n_edges <= self.max_edges)
+
+    def pack(self, structures: Sequence[Atoms]) -> list[list[int]]:
+        """Consecutive groups of structure indices, each within the budget (a structure larger
+        than the budget is a group of its own)."""
+        groups: list[list[int]] = []
+        n_atoms = n_edges = 0
+        for i, atoms in enumerate(structures):
+            a, e = self.cost(atoms)
+            if not groups or not self.fits(n_atoms + a, n_edges + e):
+                groups.append([])
+                n_atoms = n_edges = 0
+            groups[-1].append(i)
+            n_atoms += a
+            n_edges += e
+        return groups
+
+    def scaled(self, factor: float) -> BatchBudget:
+        """This budget times ``factor`` (at least one atom and one edge)."""
+        return BatchBudget(
+            max_atoms=max(1, int(self.max_atoms * factor)),
+            max_edges=None if self.max_edges is None else max(1, int(self.max_edges * factor)),
+            cutoff=self.cutoff,
+        )
+
+
+def batch_budget(potential: Potential) -> BatchBudget:
+    """The potential's own budget (its ``batch_budget()``), else ``BatchBudget()``."""
+    own = getattr(potential, "batch_budget", None)
+    budget = own() if callable(own) else own
+    return budget if isinstance(budget, BatchBudget) else BatchBudget()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the errors a device raises when a batch does not fit (CUDA or host memory)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def check_elements(potential: Potential, structure: Structure | Atoms) -> None:

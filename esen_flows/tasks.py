@@ -19,14 +19,15 @@ from jobflow import JobStore
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from esen_flows.dynamics.relax import (
-    RelaxResult,
-    evaluate_robustly,
-    health_problem,
-    relax_structures,
-)
+from esen_flows.dynamics.evaluate import evaluate_batched, health_problem
+from esen_flows.dynamics.relax import RelaxResult, relax_structures
 from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
-from esen_flows.potentials import Potential, UnsupportedElementError, check_elements
+from esen_flows.potentials import (
+    Potential,
+    UnsupportedElementError,
+    batch_budget,
+    check_elements,
+)
 from esen_flows.schemas import EV_A3_TO_GPA, RelaxationDocument, hash_key, make_key
 from esen_flows.stores import find_documents, save_documents
 
@@ -242,31 +243,31 @@ def _static(
     on_result: Callable[[RelaxResult], None],
     progress: Callable[[int], None],
 ) -> None:
-    """Evaluate once (one batched call); failures become failed results, not exceptions."""
-    start = time.perf_counter()
-    outputs = evaluate_robustly(potential, atoms)
-    wall = (time.perf_counter() - start) / max(len(atoms), 1)
-    for i, (a, out) in enumerate(zip(atoms, outputs, strict=True)):
-        label = get_label(a)
-        if isinstance(out, str):
-            result = RelaxResult(i, "failed", a, reason=f"{label}: evaluation failed ({out})")
-        elif (problem := health_problem(*out, len(a))) is not None:
-            result = RelaxResult(i, "failed", a, energy=out[0], reason=f"{label}: {problem}")
-        else:
-            energy, forces, stress = out
-            max_force = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
-            result = RelaxResult(
-                i,
-                "converged",
-                a,
-                energy=energy,
-                forces=forces,
-                stress=stress,
-                max_force=max_force,
-            )
-        result.wall_time = wall
-        on_result(result)
-        progress(1)
+    """Evaluate once, in batches that fill the memory budget, each batch's results handed on
+    as soon as it is done; failures become failed results, not exceptions."""
+    for group in batch_budget(potential).pack(atoms):
+        start = time.perf_counter()
+        outputs = evaluate_batched(potential, [atoms[i] for i in group])
+        wall = (time.perf_counter() - start) / len(group)
+        for i, out in zip(group, outputs, strict=True):
+            on_result(_static_result(i, atoms[i], out, wall))
+        progress(len(group))
+
+
+def _static_result(i: int, a: Atoms, out: tuple | str, wall: float) -> RelaxResult:
+    label = get_label(a)
+    if isinstance(out, str):
+        result = RelaxResult(i, "failed", a, reason=f"{label}: evaluation failed ({out})")
+    elif (problem := health_problem(*out, len(a))) is not None:
+        result = RelaxResult(i, "failed", a, energy=out[0], reason=f"{label}: {problem}")
+    else:
+        energy, forces, stress = out
+        max_force = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
+        result = RelaxResult(
+            i, "converged", a, energy=energy, forces=forces, stress=stress, max_force=max_force
+        )
+    result.wall_time = wall
+    return result
 
 
 @dataclass(frozen=True)
