@@ -3,6 +3,8 @@ splitting, and agreement with ASE's FIRE + FrechetCellFilter on 50 structures.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import spglib
@@ -81,7 +83,7 @@ def test_refill_keeps_the_batch_full_and_changes_nothing():
     atoms_per_call = [n_atoms for _, n_atoms in rec.calls]
     first_low = next(k for k, n in enumerate(atoms_per_call) if n <= 16)
     tail = atoms_per_call[first_low:]
-    assert all(b <= a for a, b in zip(tail, tail[1:], strict=False)), atoms_per_call
+    assert all(b <= a for a, b in itertools.pairwise(tail)), atoms_per_call
     assert first_low > len(atoms_per_call) // 2
     assert len(rec.calls) < sum(r.n_steps + 1 for r in tight)  # batched, not one by one
 
