@@ -15,7 +15,7 @@ as rows, A; forces eV/A; stresses (B, 3, 3) eV/A^3, ASE sign.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -208,19 +208,24 @@ def take(state: FireState, keep: np.ndarray) -> FireState:
     return FireState(**out)
 
 
+def _constrained(state: FireState) -> Iterator[tuple[int, SymmetryOps, np.ndarray]]:
+    """(structure, its group, its atom mask) for every structure under the constraint."""
+    for b, ops in enumerate(state.symmetry):
+        if ops is not None:
+            yield b, ops, state.system == b
+
+
 def symmetrize_results(
     state: FireState, forces: np.ndarray, stresses: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Forces (N, 3) and stresses (B, 3, 3) averaged over each structure's group (where it has
     one), as ``FixSymmetry.adjust_forces``/``adjust_stress`` do."""
-    if all(s is None for s in state.symmetry):
+    constrained = list(_constrained(state))
+    if not constrained:
         return forces, stresses
     forces, stresses = forces.copy(), stresses.copy()
     cells = state.cells()
-    for b, ops in enumerate(state.symmetry):
-        if ops is None:
-            continue
-        sel = state.system == b
+    for b, ops, sel in constrained:
         forces[sel] = symmetrize_vectors(cells[b], forces[sel], ops)
         stresses[b] = symmetrize_tensor(cells[b], stresses[b], ops)
     return forces, stresses
@@ -352,15 +357,13 @@ def _constrain(old: FireState, new: FireState) -> tuple[FireState, np.ndarray]:
     """Symmetrise the step of every structure with a group (``FixSymmetry.adjust_cell`` then
     ``adjust_positions``, as the Frechet filter applies them) and re-derive its DOFs."""
     errors = np.full(new.n_structures, "", dtype=object)
-    if all(s is None for s in new.symmetry):
+    constrained = list(_constrained(new))
+    if not constrained:
         return new, errors
     x, xc = new.x.copy(), new.xc.copy()
     old_cells, old_pos = old.cells(), old.positions()
     f_new = new.deformations()
-    for b, ops in enumerate(new.symmetry):
-        if ops is None:
-            continue
-        sel = new.system == b
+    for b, ops, sel in constrained:
         cur = old_cells[b]
         cell = new.ref_cells[b] @ f_new[b].T
         if new.relax_cell[b]:
