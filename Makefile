@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study
+.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ bench-fairchem: $(STAMP) .venv-fairchem/.installed
 
 bench-model: $(STAMP)
 	$(BIN)/python benchmarks/model_speed.py
+
+# Relaxation throughput against atomate2's ForceFieldRelaxMaker, a plain ASE loop and torch-sim's
+# batched FIRE (torch-sim-atomistic 0.3.0 on Python 3.11; 0.6 needs 3.12). Not part of make test.
+bench-relax: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/relax_throughput.py
+
+# A whole screen at 1,000, 3,000 and 10,000 structures with EMT and esen-emt-tiny on the embedded
+# store: wall time, peak memory, jobs, store size, cost per structure. Hours on 2 cores; --quick
+# (50, 100, 200) takes about a minute for EMT. Not part of make test.
+bench-screen: $(STAMP)
+	$(BIN)/python benchmarks/screen_scaling.py
 
 # Re-make the shipped esen-emt-tiny (and its direct twin) from scratch: EMT data, two stages,
 # test errors; about an hour on 2 cores. Resumes when interrupted.
