@@ -122,9 +122,7 @@ def refine_symmetry(atoms: Atoms, symprec: float = 0.01, tight: float = 1e-5) ->
     for _ in range(4):
         dataset = spglib.get_symmetry_dataset(_cell(out), symprec=symprec)
         if dataset is None:
-            raise SymmetryError(
-                f"{label}: spglib found no symmetry ({spglib.get_error_message()})"
-            )
+            raise SymmetryError(f"{label}: spglib found no symmetry ({spglib.get_error_message()})")
         p = np.asarray(dataset.transformation_matrix, dtype=float)
         rot = np.asarray(dataset.std_rotation_matrix, dtype=float)
         # (a_s b_s c_s) = (a b c) P^-1, rotated by R: undo both on the idealised standard lattice
