@@ -138,14 +138,6 @@ class BatchBudget:
             n_edges += e
         return groups
 
-    def scaled(self, factor: float) -> BatchBudget:
-        """This budget times ``factor`` (at least one atom and one edge)."""
-        return BatchBudget(
-            max_atoms=max(1, int(self.max_atoms * factor)),
-            max_edges=None if self.max_edges is None else max(1, int(self.max_edges * factor)),
-            cutoff=self.cutoff,
-        )
-
 
 def batch_budget(potential: Potential) -> BatchBudget:
     """The potential's own budget (its ``batch_budget()``), else ``BatchBudget()``."""

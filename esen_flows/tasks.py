@@ -7,6 +7,7 @@ job, a FireWorks launch or a plain script.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from jobflow import JobStore
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from esen_flows.dynamics.evaluate import evaluate_batched, health_problem
+from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
+from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
 from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
 from esen_flows.potentials import (
@@ -28,7 +30,13 @@ from esen_flows.potentials import (
     batch_budget,
     check_elements,
 )
-from esen_flows.schemas import EV_A3_TO_GPA, RelaxationDocument, hash_key, make_key
+from esen_flows.schemas import (
+    EV_A3_TO_GPA,
+    ConservationDocument,
+    RelaxationDocument,
+    hash_key,
+    make_key,
+)
 from esen_flows.stores import find_documents, save_documents
 
 
@@ -247,7 +255,7 @@ def _static(
     as soon as it is done; failures become failed results, not exceptions."""
     for group in batch_budget(potential).pack(atoms):
         start = time.perf_counter()
-        outputs = evaluate_batched(potential, [atoms[i] for i in group])
+        outputs = evaluate_robustly(potential, [atoms[i] for i in group])
         wall = (time.perf_counter() - start) / len(group)
         for i, out in zip(group, outputs, strict=True):
             on_result(_static_result(i, atoms[i], out, wall))
@@ -256,10 +264,10 @@ def _static(
 
 def _static_result(i: int, a: Atoms, out: tuple | str, wall: float) -> RelaxResult:
     label = get_label(a)
-    if isinstance(out, str):
-        result = RelaxResult(i, "failed", a, reason=f"{label}: evaluation failed ({out})")
-    elif (problem := health_problem(*out, len(a))) is not None:
-        result = RelaxResult(i, "failed", a, energy=out[0], reason=f"{label}: {problem}")
+    problem = outcome_problem(out, len(a))
+    if problem is not None:
+        energy = math.nan if isinstance(out, str) else out[0]
+        result = RelaxResult(i, "failed", a, energy=energy, reason=f"{label}: {problem}")
     else:
         energy, forces, stress = out
         max_force = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
@@ -287,10 +295,7 @@ class NVESettings:
         return {"task": "nve", **{k: getattr(self, k) for k in self.__dataclass_fields__}}
 
 
-def _conservation_doc(item, key, potential, sdict, settings, traj, b) -> Any:
-    from esen_flows.dynamics.md import energy_drift
-    from esen_flows.schemas import ConservationDocument
-
+def _conservation_doc(item, key, potential, sdict, settings, traj, b) -> ConservationDocument:
     drift = energy_drift(traj.times, traj.total[b])
     return ConservationDocument(
         **_base_fields(get_label(item) or "?", key, potential, sdict),
@@ -315,22 +320,19 @@ def run_conservation(
     potential: Potential,
     settings: Sequence[NVESettings],
     store: JobStore | None = None,
-) -> list[Any]:
+) -> list[ConservationDocument]:
     """NVE runs of all structures at once (one evaluation per step for the whole batch); the
     drift of each one's total energy, compared with its threshold. Stored results are reused;
     a structure whose run fails (bad element, NaN energy) gets a failed document."""
-    from esen_flows.dynamics.md import run_nve
-    from esen_flows.schemas import ConservationDocument
-
     sdicts = [{**s.as_dict(), "dtype": precision(potential)} for s in settings]
     keys = [make_key(item, potential.checksum, sd) for item, sd in zip(items, sdicts, strict=True)]
-    docs: list[Any] = [None] * len(items)
+    docs: list[ConservationDocument | None] = [None] * len(items)
     if store is not None:
         found = {d.key: d for d in find_documents(store, "conservation", keys=sorted(set(keys)))}
         docs = [found.get(k) for k in keys]
     todo = [i for i, d in enumerate(docs) if d is None]
 
-    def failed(i: int, reason: str) -> Any:
+    def failed(i: int, reason: str) -> ConservationDocument:
         label = get_label(items[i]) or f"input-{i}"
         return ConservationDocument(
             **_base_fields(label, keys[i], potential, sdicts[i]),

@@ -58,6 +58,15 @@ def health_problem(energy: float, forces: np.ndarray, stress: np.ndarray, n: int
     return None
 
 
+def outcome_problem(out: Outcome, n_atoms: int, with_stress: bool = True) -> str | None:
+    """Why an evaluation outcome cannot be used (the evaluation raised, or NaN/inf/exploded),
+    or None; ``with_stress=False`` ignores the stress (unused without a cell relaxation)."""
+    if isinstance(out, str):
+        return f"evaluation failed ({out})"
+    energy, forces, stress = out
+    return health_problem(energy, forces, stress if with_stress else np.zeros((3, 3)), n_atoms)
+
+
 def evaluate_batched(
     potential: Potential,
     structures: Sequence[Atoms],

@@ -23,7 +23,7 @@ import numpy as np
 from ase import Atoms
 from pymatgen.core import Structure
 
-from esen_flows.dynamics.evaluate import evaluate_robustly, health_problem
+from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
 from esen_flows.dynamics.fire import (
     FireSettings,
     FireState,
@@ -43,13 +43,7 @@ from esen_flows.dynamics.symmetry import (
 from esen_flows.io import get_label, to_atoms
 from esen_flows.potentials import BatchBudget, Potential, batch_budget
 
-__all__ = [
-    "FireSettings",
-    "RelaxResult",
-    "evaluate_robustly",
-    "health_problem",
-    "relax_structures",
-]
+__all__ = ["FireSettings", "RelaxResult", "relax_structures"]
 
 RelaxStatus = Literal["converged", "max_steps", "failed"]
 
@@ -281,17 +275,12 @@ def _evaluate(
     stresses = np.zeros((b, 3, 3))
     problems = np.full(b, "", dtype=object)
     for k, out in enumerate(evaluate_robustly(potential, batch)):
-        if isinstance(out, str):
-            problems[k] = f"evaluation failed ({out})"
-            continue
-        energy, f, s = out
-        if not relax_cell:
-            s = np.zeros((3, 3))  # unused, and NaN for a direct-force model
-        problem = health_problem(energy, f, s, counts[k])
-        energies[k] = energy
+        problem = outcome_problem(out, counts[k], with_stress=relax_cell)
+        if not isinstance(out, str):
+            energies[k] = out[0]
         if problem is not None:
             problems[k] = problem
             continue
-        forces[bounds[k] : bounds[k + 1]] = f
-        stresses[k] = s
+        forces[bounds[k] : bounds[k + 1]] = out[1]
+        stresses[k] = out[2] if relax_cell else 0.0  # NaN for a direct-force model
     return energies, forces, stresses, problems
