@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymatgen.core import Structure
+from pymatgen.phonon.bandstructure import PhononBandStructureSymmLine
+from pymatgen.phonon.dos import PhononDos
 
 EV_A3_TO_GPA = 160.21766208
 
@@ -168,10 +170,87 @@ class ConservationDocument(ResultDocument):
     structure: Structure | None = Field(None, description="Initial structure.")
 
 
+class ThermalProperties(BaseModel):
+    """Harmonic thermal properties in phonopy's units, per mole of phonopy's primitive cell."""
+
+    temperatures: list[float] = Field(description="Temperatures, K.")
+    free_energy: list[float] = Field(description="Helmholtz free energy F = U - TS, kJ/mol.")
+    entropy: list[float] = Field(description="Entropy, J/K/mol.")
+    heat_capacity: list[float] = Field(description="Heat capacity at constant volume, J/K/mol.")
+
+    def at(self, temperature: float) -> dict[str, float]:
+        """The three properties at one of the temperatures (K)."""
+        temps = np.asarray(self.temperatures)
+        i = int(np.argmin(np.abs(temps - temperature)))
+        if abs(temps[i] - temperature) > 1e-6:
+            raise ValueError(f"{temperature} K is not one of the temperatures computed")
+        return {
+            "free_energy": self.free_energy[i],
+            "entropy": self.entropy[i],
+            "heat_capacity": self.heat_capacity[i],
+        }
+
+
+class PhononDocument(ResultDocument):
+    """Harmonic phonons of one structure (phonopy finite displacements).
+
+    The force constants and the displacement dataset are in the additional ``data`` store, not
+    here (``to_phonopy`` reads them back); the document stays small for any size of cell.
+    """
+
+    kind: ClassVar[str] = "phonon"
+
+    formula: str | None = Field(None, description="Reduced formula.")
+    chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
+    n_sites: int | None = Field(None, description="Atoms in the unit cell.")
+    structure: Structure | None = Field(
+        None, description="The unit cell the phonons were computed for (relaxed when relaxed)."
+    )
+    input_structure: Structure | None = Field(None, description="Structure given.")
+    relaxed: bool = Field(False, description="Whether a symmetry-constrained relaxation ran.")
+    relax_converged: bool | None = Field(None, description="Whether that relaxation converged.")
+    relax_steps: int | None = Field(None, description="FIRE steps of that relaxation.")
+    relax_max_force: float | None = Field(None, description="Largest force after it, eV/A.")
+    spacegroup_input: str | None = Field(None, description="Space group given (symbol).")
+    spacegroup: str | None = Field(None, description="Space group of the structure used.")
+    supercell_matrix: list[list[int]] | None = Field(None, description="Supercell, 3x3.")
+    primitive_matrix: list[list[float]] | None = Field(
+        None, description="phonopy's primitive cell in the unit cell's vectors, 3x3."
+    )
+    n_displacements: int | None = Field(None, description="Displaced supercells evaluated.")
+    n_supercell_atoms: int | None = Field(None, description="Atoms per supercell.")
+    mesh: list[int] | None = Field(None, description="Gamma-centred q-mesh of DOS and thermo.")
+    thermal_properties: ThermalProperties | None = Field(
+        None, description="Free energy (kJ/mol), entropy, heat capacity (J/K/mol) against T (K)."
+    )
+    band_structure: PhononBandStructureSymmLine | None = Field(
+        None, description="Frequencies (THz) along seekpath's standard path."
+    )
+    dos: PhononDos | None = Field(None, description="Total DOS, states/THz per primitive cell.")
+    dynamically_stable: bool | None = Field(
+        None,
+        description="No imaginary mode on the mesh and path (acoustic at Gamma above "
+        "-gamma_tolerance THz, all others >= 0).",
+    )
+    n_imaginary: int | None = Field(None, description="Sampled modes that are imaginary.")
+    min_frequency: float | None = Field(None, description="Lowest sampled frequency, THz.")
+    max_frequency: float | None = Field(None, description="Highest sampled frequency, THz.")
+    wall_time: float | None = Field(None, description="Seconds spent on this structure.")
+
+    def to_phonopy(self, store: Any) -> Any:
+        """The ``Phonopy`` object with this document's force constants, read back from the
+        ``data`` store of ``store`` (a ``JobStore`` or an embedded store's folder)."""
+        from esen_flows.dynamics.phonons import phonopy_from_yaml
+        from esen_flows.stores import load_data
+
+        return phonopy_from_yaml(load_data(store, "phonopy", self.key, self.label)["yaml"])
+
+
 DOCUMENT_KINDS: dict[str, type[ResultDocument]] = {
     "relaxation": RelaxationDocument,
     "stability": StabilityDocument,
     "conservation": ConservationDocument,
+    "phonon": PhononDocument,
 }
 
 

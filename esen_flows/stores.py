@@ -14,6 +14,7 @@ re-run skip finished work, and what ``esen_flows.analysis.query`` reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,23 @@ def results_store(store: JobStore) -> Store:
     return derived
 
 
+def data_store(store: JobStore) -> Store:
+    """The store for large arrays (force constants, displacement datasets) of a ``JobStore``:
+    its ``data`` additional store, else a sibling collection ``<docs collection>_data``."""
+    if DATA in store.additional_stores:
+        return store.additional_stores[DATA]
+    docs = store.docs_store
+    name = getattr(docs, "collection_name", None)
+    if name is None:
+        raise ValueError(
+            f"the job store's docs store ({type(docs).__name__}) has no collection name: add a "
+            f"'{DATA}' additional store to it"
+        )
+    derived = type(docs).from_dict({**docs.as_dict(), "collection_name": f"{name}_{DATA}"})
+    store.additional_stores[DATA] = derived
+    return derived
+
+
 def _connected(store: Store) -> Store:
     try:
         store._collection  # noqa: B018 - raises when not connected
@@ -131,3 +149,32 @@ def find_documents(
             seen.add(unique)
             out.append(cls.from_store(row))
     return out
+
+
+def save_data(store: JobStore, kind: str, key: str, label: str, payload: dict[str, Any]) -> None:
+    """Write a large-array record (``kind`` e.g. ``"phonopy"``) for the result ``key`` and
+    ``label`` to the data store; a newer record replaces an older one (newest wins on read)."""
+    row = jsanitize(
+        {"kind": kind, "key": key, "label": label, "created_at": datetime.now(UTC), **payload},
+        strict=True,
+        allow_bson=True,
+    )
+    target = _connected(data_store(store))
+    if isinstance(target, MontyStore):
+        target._collection.insert_one(row)
+    else:
+        target.update([row], key=list(UNIQUE))
+
+
+def load_data(
+    store: JobStore | str | Path, kind: str, key: str, label: str | None = None
+) -> dict[str, Any]:
+    """The newest data record of ``kind`` for ``key`` (and ``label`` when given)."""
+    store = open_store(store)
+    criteria: dict[str, Any] = {"kind": kind, "key": key}
+    if label is not None:
+        criteria["label"] = label
+    target = _connected(data_store(store))
+    for row in target.query(criteria=criteria, sort={"created_at": -1}, limit=1):
+        return {k: v for k, v in row.items() if k != "_id"}
+    raise KeyError(f"no {kind} data for key {key}" + (f" (label {label})" if label else ""))
