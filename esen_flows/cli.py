@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--references", help="JSON file of pymatgen ComputedEntry references")
     screen.add_argument("--device", default=None, help="torch device for model potentials")
+    screen.add_argument(
+        "--phonons",
+        action="store_true",
+        help="phonons (phonopy, float64) for the structures within --e-hull-max of the hull",
+    )
+    screen.add_argument(
+        "--phonon-min-length",
+        type=_nonnegative_float,
+        default=15.0,
+        help="smallest supercell width for phonons, A (default: 15)",
+    )
 
     hull = sub.add_parser("hull", help="print the hull table of a store")
     hull.add_argument("--store", "-s", required=True, help="folder of the results store")
@@ -89,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--store", "-s", required=True, help="folder of the results store")
     report.add_argument("--out", "-o", default="report.html", help="output HTML file")
     report.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
+
+    export = sub.add_parser(
+        "export", help="write phonopy_params.yaml of phonon results, to continue in phonopy"
+    )
+    export.add_argument("--store", "-s", required=True, help="folder of the results store")
+    export.add_argument("--label", action="append", help="structure label (repeatable; all)")
+    export.add_argument("--out", "-o", default="export", help="folder to write into")
+    export.add_argument("--potential", help="only results of this potential (its name)")
 
     train = sub.add_parser(
         "train", help="make an EMT dataset and train eSEN on it (the esen-emt-tiny recipe)"
@@ -139,7 +158,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from esen_flows.io import UnreadableInput, get_label, load_structures
-    from esen_flows.makers import BatchRelaxMaker, ScreeningMaker
+    from esen_flows.makers import BatchRelaxMaker, PhononMaker, ScreeningMaker
     from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.stores import default_store
 
@@ -167,6 +186,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps, device=args.device),
         reference_entries=_read_references(args.references),
+        phonons=args.phonons,
+        phonon_maker=PhononMaker(min_length=args.phonon_min_length, device=args.device),
     )
     flow = maker.make(items)
     store = default_store(args.store)
@@ -180,10 +201,52 @@ def cmd_screen(args: argparse.Namespace) -> int:
         )
     except Exception as exc:
         raise CLIError(f"screen failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from exc
-    if not responses or flow.jobs[-1].uuid not in responses:
+    hull_job = next(j for j in flow.jobs if j.name == "hull")
+    if not responses or hull_job.uuid not in responses:
         raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
     labels = {get_label(i) for i in items}
     _print_summary(store, console, labels=labels, potential=potential_name)
+    if args.phonons:
+        _print_phonons(store, console, labels=labels, potential=potential_name)
+    return 0
+
+
+def _print_phonons(store, console, labels: set[str], potential: str) -> None:
+    """Dynamic stability of this screen's candidates."""
+    from esen_flows.analysis.query import phonon_table
+
+    table = phonon_table(store, potential=potential)
+    table = table[table.label.isin(labels)]
+    if table.empty:
+        console.print("no candidate within --e-hull-max went on to phonons")
+        return
+    cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
+    _print_table(table, console, "phonons (THz)", cols=cols)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write each phonon result's phonopy_params.yaml under ``args.out/<label>/``."""
+    from esen_flows.analysis.query import latest_per_label, query
+    from esen_flows.stores import load_data
+
+    store = _open_store(args.store)
+    filters = {"status": "ok"}
+    if args.potential:
+        filters["potential"] = args.potential
+    docs = latest_per_label(query(store, "phonon", **filters))
+    if args.label:
+        missing = sorted(set(args.label) - {d.label for d in docs})
+        if missing:
+            raise CLIError(f"no successful phonon result for {', '.join(missing)}", EXIT_FAILED)
+        docs = [d for d in docs if d.label in set(args.label)]
+    if not docs:
+        raise CLIError("no successful phonon result in the store", EXIT_FAILED)
+    for doc in docs:
+        folder = Path(args.out) / doc.label
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "phonopy_params.yaml"
+        path.write_text(load_data(store, "phonopy", doc.key, doc.label)["yaml"], encoding="utf-8")
+        print(path)
     return 0
 
 
@@ -213,11 +276,19 @@ def _print_summary(store, console, labels: set[str], potential: str) -> None:
         console.print(f"[red]failed[/] {row.label}: {row.reason}")
 
 
-def _print_table(frame, console, title: str) -> None:
+def _print_table(frame, console, title: str, cols: list[str] | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    cols = ["label", "formula", "energy_per_atom", "e_form", "e_above_hull", "stable", "candidate"]
+    cols = cols or [
+        "label",
+        "formula",
+        "energy_per_atom",
+        "e_form",
+        "e_above_hull",
+        "stable",
+        "candidate",
+    ]
     for col in cols:
         table.add_column(col, justify="left" if col in ("label", "formula") else "right")
     for _, row in frame.iterrows():
@@ -329,6 +400,7 @@ COMMANDS = {
     "screen": cmd_screen,
     "hull": cmd_hull,
     "report": cmd_report,
+    "export": cmd_export,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
 }

@@ -2,7 +2,7 @@
 
 from esen_flows.analysis.hull import compute_stability, elemental_references
 from esen_flows.analysis.metrics import classification_metrics, compare_labels
-from esen_flows.analysis.query import hull_table, query
+from esen_flows.analysis.query import hull_table, phonon_table, query
 
 __all__ = [
     "classification_metrics",
@@ -10,5 +10,6 @@ __all__ = [
     "compute_stability",
     "elemental_references",
     "hull_table",
+    "phonon_table",
     "query",
 ]

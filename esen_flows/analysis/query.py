@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,55 @@ def hull_table(
         rows.append({c: getattr(d, c) for c in HULL_COLUMNS})
     table = pd.DataFrame(rows, columns=HULL_COLUMNS)
     return table.sort_values(["e_above_hull", "label"], na_position="last").reset_index(drop=True)
+
+
+#: Columns of ``phonon_table``; frequencies THz, thermal properties at ``temperature`` in
+#: phonopy's units (kJ/mol, J/K/mol per mole of primitive cells).
+PHONON_COLUMNS = [
+    "label",
+    "formula",
+    "dynamically_stable",
+    "min_frequency",
+    "max_frequency",
+    "n_imaginary",
+    "free_energy",
+    "entropy",
+    "heat_capacity",
+    "n_supercell_atoms",
+    "n_displacements",
+    "status",
+    "reason",
+]
+
+
+def phonon_table(
+    store: JobStore | str | Path,
+    temperature: float = 300.0,
+    potential: str | None = None,
+    chemsys: str | None = None,
+) -> pd.DataFrame:
+    """Dynamic stability and thermal properties of every phonon result, one row per label.
+
+    Returns
+    -------
+    DataFrame
+        ``PHONON_COLUMNS``: ``min_frequency``/``max_frequency`` in THz; ``free_energy``
+        (kJ/mol), ``entropy`` and ``heat_capacity`` (J/K/mol) at ``temperature`` K, per mole
+        of primitive cells; unstable structures first, then by label.
+    """
+    if chemsys is not None:
+        chemsys = normalise_chemsys(chemsys)
+    filters = {} if potential is None else {"potential": potential}
+    rows = []
+    for d in latest_per_label(query(store, "phonon", **filters)):
+        if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
+            continue
+        row = {c: getattr(d, c, None) for c in PHONON_COLUMNS}
+        if d.thermal_properties is not None:
+            with contextlib.suppress(ValueError):  # that temperature was not computed
+                row.update(d.thermal_properties.at(temperature))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=PHONON_COLUMNS)
+    return table.sort_values(["dynamically_stable", "label"], na_position="first").reset_index(
+        drop=True
+    )

@@ -24,7 +24,13 @@ from pymatgen.analysis.phase_diagram import PDEntry, PDPlotter, PhaseDiagram
 from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from esen_flows.analysis.query import hull_table, latest_per_label, query
+from esen_flows.analysis.query import (
+    _in_chemsys,
+    hull_table,
+    latest_per_label,
+    phonon_table,
+    query,
+)
 from esen_flows.schemas import ResultDocument, StabilityDocument
 from esen_flows.stores import open_store
 
@@ -32,6 +38,8 @@ from esen_flows.stores import open_store
 MAX_PLOT_ELEMENTS = 3
 #: Unstable structures up to this distance above the hull (eV/atom) are drawn.
 SHOW_UNSTABLE = 0.2
+#: Largest number of phonon band-structure/DOS plots in a report (unstable ones first).
+MAX_PHONON_PLOTS = 24
 #: Resolution of the embedded PNG images, dots per inch.
 DPI = 100
 
@@ -394,6 +402,42 @@ def _plots_html(docs: Sequence[StabilityDocument]) -> str:
     return "\n".join(parts)
 
 
+def _phonons_html(store: JobStore, chemsys: str | None) -> str:
+    """Dynamic-stability table and band structure + DOS plots of the phonon results."""
+    from esen_flows.analysis.phonons import plot_phonons
+
+    table = phonon_table(store, chemsys=chemsys)
+    if table.empty:
+        return ""
+    shown = table.drop(columns=["reason"]).copy()
+    for col in ("min_frequency", "max_frequency", "free_energy", "entropy", "heat_capacity"):
+        shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    parts = [
+        "<h2>Phonons</h2>",
+        "<p>Frequencies in THz; free energy (kJ/mol), entropy and heat capacity (J/K/mol) at "
+        "300 K per mole of primitive cells. Dynamically stable: acoustic modes at Gamma above "
+        "-0.01 THz, every other mode non-negative.</p>",
+        shown.to_html(index=False, border=0, na_rep="", escape=True),
+    ]
+    docs = [
+        d
+        for d in latest_per_label(query(store, "phonon", status="ok"))
+        if chemsys is None or _in_chemsys(d.chemsys, chemsys)
+    ]
+    docs.sort(key=lambda d: (bool(d.dynamically_stable), d.label))
+    for doc in docs[:MAX_PHONON_PLOTS]:
+        verdict = "stable" if doc.dynamically_stable else "UNSTABLE"
+        caption = f"{doc.label} ({doc.formula}, {doc.potential}): {verdict}"
+        parts.append(
+            _figure_html(
+                caption, lambda d=doc: plot_phonons(d.band_structure, d.dos, title=d.label)
+            )
+        )
+    if len(docs) > MAX_PHONON_PLOTS:
+        parts.append(f"<p>{len(docs) - MAX_PHONON_PLOTS} more phonon results not plotted.</p>")
+    return "\n".join(parts)
+
+
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
@@ -440,6 +484,7 @@ def write_report(
         _table_html(hull_table(store, chemsys)),
         _metrics_html(metrics) if metrics is not None else "",
         _plots_html(docs),
+        _phonons_html(store, chemsys),
     ]
     page = (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"

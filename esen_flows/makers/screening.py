@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from jobflow import Flow, Maker, job
+from jobflow import Flow, Maker, Response, job
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
 from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
-from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures
+from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures, with_label
+from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
 from esen_flows.schemas import RelaxationDocument, StabilityDocument
 from esen_flows.stores import save_documents
@@ -49,6 +50,29 @@ def stability_job(
     return stability
 
 
+@job
+def phonon_stage(
+    stability: list[StabilityDocument], phonon_maker: PhononMaker, batch_size: int = 50
+) -> Response:
+    """Phonons for the candidates (within ``e_hull_max`` of the hull), added at run time: the
+    job replaces itself with ceil(n / ``batch_size``) ``PhononMaker`` jobs."""
+    candidates = [
+        with_label(d.structure, d.label)
+        for d in stability
+        if d.status == "ok" and d.candidate and d.structure is not None
+    ]
+    if not candidates:
+        return Response(output=[])
+    n_batches = math.ceil(len(candidates) / batch_size)
+    jobs = [
+        replace(phonon_maker, name=f"phonons {b + 1}/{n_batches}").make(
+            candidates[b * batch_size : (b + 1) * batch_size]
+        )
+        for b in range(n_batches)
+    ]
+    return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="phonons"))
+
+
 @dataclass
 class ScreeningMaker(Maker):
     """Relax many candidates in batches and compute their convex-hull stability.
@@ -76,6 +100,13 @@ class ScreeningMaker(Maker):
         True (default): the hull holds the references and every screened structure. False:
         each structure faces the references' hull alone, as Matbench Discovery scores it
         (``e_above_hull`` may then be negative).
+    phonons
+        After the hull, phonons (``phonon_maker``) for every candidate, in jobs of
+        ``phonon_batch_size`` structures added at run time.
+    phonon_maker
+        Phonon settings; its ``potential`` is replaced by this maker's.
+    phonon_batch_size
+        Structures per phonon job.
     """
 
     name: str = "screen"
@@ -85,11 +116,15 @@ class ScreeningMaker(Maker):
     relax_maker: BatchRelaxMaker = field(default_factory=BatchRelaxMaker)
     reference_entries: list[ComputedEntry] | None = None
     compete: bool = True
+    phonons: bool = False
+    phonon_maker: PhononMaker = field(default_factory=PhononMaker)
+    phonon_batch_size: int = 50
 
     def make(self, structures: StructureInput | list[StructureInput]) -> Flow:
         """The screening flow for ``structures`` (Structures, Atoms, files or folders)."""
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        for name in ("batch_size", "phonon_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         items: list[Structure | UnreadableInput] = load_structures(structures)
         if not items:
             raise ValueError("nothing to screen: no structure was given")
@@ -120,4 +155,11 @@ class ScreeningMaker(Maker):
             compete=self.compete,
         )
         hull.name = "hull"
-        return Flow([*jobs, hull], output=hull.output, name=self.name)
+        stages = [*jobs, hull]
+        if self.phonons:
+            phonon_maker = replace(self.phonon_maker, potential=self.potential)
+            phonon_maker.settings()  # bad phonon settings fail now, not after the relaxations
+            stage = phonon_stage(hull.output, phonon_maker, self.phonon_batch_size)
+            stage.name = "phonon stage"
+            stages.append(stage)
+        return Flow(stages, output=hull.output, name=self.name)
