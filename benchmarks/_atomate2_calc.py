@@ -19,7 +19,7 @@ CALCULATOR_META = {"@module": "_atomate2_calc", "@callable": "ESENEmtTinyCalcula
 
 
 class ESENEmtTinyCalculator(ESENCalculator):
-    """``ESENCalculator`` over ``get_potential("esen-emt-tiny", device)`` (float32).
+    """``ESENCalculator`` over ``get_potential("esen-emt-tiny", device, dtype)``.
 
     ``get_potential`` caches the potential per process, so every job's calculator shares one
     loaded model: atomate2 is not charged for re-reading the checkpoint in each job.
@@ -28,7 +28,10 @@ class ESENEmtTinyCalculator(ESENCalculator):
     ----------
     device
         ``"cpu"``, ``"cuda"``, ...; atomate2 passes it from ``calculator_kwargs``.
+    dtype
+        ``"float32"`` (the model's default) or ``"float64"`` (phonons), also from
+        ``calculator_kwargs``.
     """
 
-    def __init__(self, device: str | None = None, **kwargs: Any):
-        super().__init__(get_potential("esen-emt-tiny", device=device), **kwargs)
+    def __init__(self, device: str | None = None, dtype: str | None = None, **kwargs: Any):
+        super().__init__(get_potential("esen-emt-tiny", device=device, dtype=dtype), **kwargs)

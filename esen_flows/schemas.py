@@ -219,7 +219,10 @@ class PhononDocument(ResultDocument):
     )
     n_displacements: int | None = Field(None, description="Displaced supercells evaluated.")
     n_supercell_atoms: int | None = Field(None, description="Atoms per supercell.")
-    mesh: list[int] | None = Field(None, description="Gamma-centred q-mesh of DOS and thermo.")
+    mesh: list[int] | None = Field(
+        None, description="Gamma-centred q-mesh of the thermal properties and stability check."
+    )
+    dos_mesh: list[int] | None = Field(None, description="Gamma-centred q-mesh of the DOS.")
     thermal_properties: ThermalProperties | None = Field(
         None, description="Free energy (kJ/mol), entropy, heat capacity (J/K/mol) against T (K)."
     )

@@ -176,9 +176,7 @@ def test_supercells_split_across_batches_give_the_same_force_constants():
     small = SmallBudgetEMT()
     split = run_phonons(items, small, settings)
     whole = run_phonons(items, get_potential("emt"), settings)
-    assert max(small.batches) == 1 and len(small.batches) == sum(
-        d.n_displacements for d in split
-    )
+    assert max(small.batches) == 1 and len(small.batches) == sum(d.n_displacements for d in split)
     for a, b in zip(split, whole, strict=True):
         assert a.status == b.status == "ok"
         np.testing.assert_allclose(

@@ -14,6 +14,7 @@ from esen_flows.makers.relax import STORE_CONFIG, _current_store
 from esen_flows.potentials import get_potential
 from esen_flows.schemas import PhononDocument
 from esen_flows.tasks import PhononSettings, run_phonons
+from esen_flows.tasks.phonons import SUPERCELL_PROPERTY
 
 
 @dataclass
@@ -47,7 +48,10 @@ class PhononMaker(Maker):
     phonopy_symprec
         phonopy's symmetry tolerance, A (its default 1e-5).
     mesh
-        DOS/thermal q-mesh: a length in A (phonopy's convention, default 100) or 3 numbers.
+        Thermal-property and stability q-mesh: a length in A (phonopy's convention, default
+        100) or 3 numbers.
+    dos_mesh
+        DOS q-mesh (tetrahedron method), default 50.
     t_min, t_max, t_step
         Temperatures of the thermal properties, K.
     band_points
@@ -72,6 +76,7 @@ class PhononMaker(Maker):
     displacement: float = 0.01
     phonopy_symprec: float = 1.0e-5
     mesh: float | Sequence[int] = 100.0
+    dos_mesh: float | Sequence[int] = 50.0
     t_min: float = 0.0
     t_max: float = 1000.0
     t_step: float = 10.0
@@ -83,7 +88,10 @@ class PhononMaker(Maker):
 
     def settings(self) -> PhononSettings:
         """The settings that enter each result's key (checked: a bad value raises here)."""
-        mesh = self.mesh if isinstance(self.mesh, int | float) else tuple(map(int, self.mesh))
+        mesh, dos_mesh = (
+            m if isinstance(m, int | float) else tuple(map(int, m))
+            for m in (self.mesh, self.dos_mesh)
+        )
         matrix = self.supercell_matrix
         return PhononSettings(
             relax=self.relax,
@@ -95,6 +103,7 @@ class PhononMaker(Maker):
             displacement=self.displacement,
             phonopy_symprec=self.phonopy_symprec,
             mesh=mesh,
+            dos_mesh=dos_mesh,
             t_min=self.t_min,
             t_max=self.t_max,
             t_step=self.t_step,
@@ -102,10 +111,30 @@ class PhononMaker(Maker):
             gamma_tolerance=self.gamma_tolerance,
         )
 
-    def make(self, structures: list[StructureInput] | StructureInput) -> Job:
-        """A job computing the phonons of ``structures`` (one document each, input order)."""
+    def make(
+        self,
+        structures: list[StructureInput] | StructureInput,
+        supercell_matrices: Sequence[Sequence[Sequence[int]] | Sequence[int] | None] | None = None,
+    ) -> Job:
+        """A job computing the phonons of ``structures`` (one document each, input order).
+
+        ``supercell_matrices``: one per structure (3 integers, a 3x3 matrix, or None for the
+        maker's own rule), as atomate2's ``make(structure, supercell_matrix)`` takes one.
+        """
         self.settings()  # bad settings fail now, not inside the job
-        job_ = run_phonon_job(self, load_structures(structures))
+        items = load_structures(structures)
+        if supercell_matrices is not None:
+            if len(supercell_matrices) != len(items):
+                raise ValueError(
+                    f"got {len(supercell_matrices)} supercell matrices for {len(items)} structures"
+                )
+            for item, matrix in zip(items, supercell_matrices, strict=True):
+                if matrix is not None and isinstance(item, Structure):
+                    checked = PhononSettings(supercell_matrix=np.asarray(matrix).tolist())
+                    item.properties[SUPERCELL_PROPERTY] = [
+                        list(r) for r in checked.supercell_matrix
+                    ]
+        job_ = run_phonon_job(self, items)
         job_.name = self.name
         return job_
 

@@ -79,7 +79,8 @@ class ScreeningMaker(Maker):
 
     The flow has ceil(n / batch_size) relaxation jobs, one job relaxing the elemental
     references (fcc, bcc, hcp of every element screened; skipped when ``reference_entries`` are
-    given) and one hull job.
+    given) and one hull job; with ``phonons=True`` a last job that, once the hull is known,
+    replaces itself with ceil(candidates / ``phonon_batch_size``) ``PhononMaker`` jobs.
 
     Parameters
     ----------

@@ -44,6 +44,9 @@ from esen_flows.schemas import PhononDocument, ThermalProperties
 from esen_flows.stores import find_documents, save_data, save_documents
 from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key, precision
 
+#: A structure's own supercell matrix, in its ``properties``.
+SUPERCELL_PROPERTY = "supercell_matrix"
+
 #: Displaced supercells' atoms per chunk, in multiples of the batch budget: after each chunk the
 #: finished structures are written to the store.
 CHUNK_BUDGETS = 8
@@ -73,8 +76,11 @@ class PhononSettings:
     phonopy_symprec
         phonopy's symmetry tolerance, A.
     mesh
-        q-mesh of the DOS and thermal properties: a length (A, phonopy's convention) or three
-        numbers; Gamma-centred.
+        q-mesh of the thermal properties and the stability check: a length (A, phonopy's
+        convention) or three numbers; Gamma-centred.
+    dos_mesh
+        q-mesh of the DOS (tetrahedron method), coarser by default: the DOS is for plots, and
+        its cost grows with q-points times frequency points (seconds per structure at 100).
     t_min, t_max, t_step
         Temperatures of the thermal properties, K.
     band_points
@@ -92,6 +98,7 @@ class PhononSettings:
     displacement: float = 0.01
     phonopy_symprec: float = PHONOPY_SYMPREC
     mesh: float | tuple[int, int, int] = DEFAULT_MESH
+    dos_mesh: float | tuple[int, int, int] = 50.0
     t_min: float = 0.0
     t_max: float = 1000.0
     t_step: float = 10.0
@@ -126,8 +133,9 @@ class PhononSettings:
         out["task"] = "phonon"
         if out["supercell_matrix"] is not None:
             out["supercell_matrix"] = [list(r) for r in out["supercell_matrix"]]
-        if isinstance(out["mesh"], tuple):
-            out["mesh"] = list(out["mesh"])
+        for name in ("mesh", "dos_mesh"):
+            if isinstance(out[name], tuple):
+                out[name] = list(out[name])
         if not self.relax:
             for name in ("fmax", "max_steps", "symprec"):
                 out.pop(name)
@@ -157,8 +165,9 @@ def run_phonons(
     written, and the next chunk started. A structure that fails (bad input, relaxation or
     evaluation error, NaN) gets a ``failed`` document; one with imaginary modes is a result.
     """
-    sdict = {**settings.as_dict(), "dtype": precision(potential)}
-    keys = [input_key(item, potential, sdict) for item in items]
+    base = {**settings.as_dict(), "dtype": precision(potential)}
+    sdicts = [_own_settings(item, base) for item in items]
+    keys = [input_key(item, potential, sd) for item, sd in zip(items, sdicts, strict=True)]
     labels = [get_label(item) or f"input-{i}" for i, item in enumerate(items)]
     docs: list[PhononDocument | None] = [None] * len(items)
     if store is not None:
@@ -171,7 +180,7 @@ def run_phonons(
                 docs[i] = doc
 
     def fields(i: int) -> dict[str, Any]:
-        out = _base_fields(labels[i], keys[i], potential, sdict)
+        out = _base_fields(labels[i], keys[i], potential, sdicts[i])
         item = items[i]
         if isinstance(item, Structure) and len(item):
             out.update(
@@ -276,7 +285,7 @@ def run_phonons(
     try:
         for i in todo:
             try:
-                phonons[i] = _setup(cells[i], settings)
+                phonons[i] = _setup(cells[i], settings, sdicts[i]["supercell_matrix"])
             except Exception as exc:
                 fail(i, f"{labels[i]}: phonopy set-up failed ({type(exc).__name__}: {exc})")
                 continue
@@ -295,9 +304,18 @@ def run_phonons(
     return docs  # type: ignore[return-value]
 
 
-def _setup(atoms: Atoms, settings: PhononSettings) -> Phonopy:
+def _own_settings(item: Structure | UnreadableInput, base: dict[str, Any]) -> dict[str, Any]:
+    """The settings of one structure: its own ``properties["supercell_matrix"]`` (set by
+    ``PhononMaker.make(..., supercell_matrices=...)``) replaces the common one."""
+    own = getattr(item, "properties", {}).get(SUPERCELL_PROPERTY)
+    if own is None:
+        return base
+    matrix = PhononSettings(supercell_matrix=own).supercell_matrix  # checked
+    return {**base, "supercell_matrix": [list(r) for r in matrix]}
+
+
+def _setup(atoms: Atoms, settings: PhononSettings, matrix: Any) -> Phonopy:
     """phonopy with displacements for one (relaxed) unit cell."""
-    matrix = settings.supercell_matrix
     if matrix is None:
         matrix = supercell_for_length(atoms.cell.array, settings.min_length)
     return build_phonopy(
@@ -305,12 +323,15 @@ def _setup(atoms: Atoms, settings: PhononSettings) -> Phonopy:
     )
 
 
+def _mesh(mesh: float | tuple[int, int, int]) -> float | list[int]:
+    return list(mesh) if isinstance(mesh, tuple) else mesh
+
+
 def _analyse(phonon: Phonopy, settings: PhononSettings, fields: dict[str, Any]) -> PhononDocument:
     """Mesh, thermal properties, DOS, band structure and dynamic stability of one structure."""
-    mesh = run_mesh(
-        phonon, list(settings.mesh) if isinstance(settings.mesh, tuple) else settings.mesh
-    )
+    mesh = run_mesh(phonon, _mesh(settings.mesh))
     thermo = thermal_properties(phonon, settings.t_min, settings.t_max, settings.t_step)
+    dos_mesh = run_mesh(phonon, _mesh(settings.dos_mesh))["mesh"]
     dos = total_dos(phonon)
     bs = band_structure(phonon, settings.band_points)
     stability = dynamic_stability(
@@ -325,6 +346,7 @@ def _analyse(phonon: Phonopy, settings: PhononSettings, fields: dict[str, Any]) 
         n_displacements=len(phonon.supercells_with_displacements),
         n_supercell_atoms=len(phonon.supercell),
         mesh=[int(m) for m in mesh["mesh"]],
+        dos_mesh=[int(m) for m in dos_mesh],
         thermal_properties=ThermalProperties(**thermo),
         band_structure=bs,
         dos=dos,
