@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen
+.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen bench-phonons
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-model: $(STAMP)
 bench-relax: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/relax_throughput.py
+
+# PhononMaker against atomate2's forcefield PhononMaker, 20 structures with esen-emt-tiny in
+# float64 (about 5 minutes on 2 cores; --quick: 4 structures). Not part of make test.
+bench-phonons: $(STAMP)
+	$(BIN)/python benchmarks/phonons.py
 
 # A whole screen at 1,000, 3,000 and 10,000 structures with EMT and esen-emt-tiny on the embedded
 # store: wall time, peak memory, jobs, store size, cost per structure. Hours on 2 cores; --quick

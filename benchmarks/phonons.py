@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # the same rule on both sides' band frequencies (atomate2's own flag counts any mode below
     # -1e-5 THz, acoustic modes at Gamma included, and its force constants are not symmetrised)
     agree = 0
+    differ: list[tuple[str, float, float]] = []
     for label in ok:
         bands = (mine["docs"][label].band_structure, theirs["docs"][label].phonon_bandstructure)
         verdicts = [
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             for bs in bands
         ]
         agree += verdicts[0] == verdicts[1]
+        if verdicts[0] != verdicts[1]:
+            differ.append((label, *(float(np.min(bs.bands)) for bs in bands)))
     n_cells = sum(mine["docs"][label].n_displacements or 0 for label in labels)
     n_atoms = sum(
         (mine["docs"][label].n_displacements or 0) * (mine["docs"][label].n_supercell_atoms or 0)
@@ -232,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         f"max rel. |d Cv(300 K)| {max(d_cv, default=float('nan')):.2e}, "
         f"stability verdicts equal {agree}/{len(ok)}"
     )
+    for label, lo_mine, lo_theirs in differ:
+        print(
+            f"  verdicts differ for {label}: lowest band frequency {lo_mine:.4f} THz here, "
+            f"{lo_theirs:.4f} THz in atomate2's"
+        )
     print(f"speedup vs atomate2: {speedup:.2f}x")
     print(
         json.dumps(
