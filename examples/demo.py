@@ -3,8 +3,9 @@
 Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``). The shipped esen-emt-tiny
 model relaxes the candidates and places them on the hull; the same screen with EMT, the
 potential the model was trained on, gives the reference labels, and the demo prints the F1 of
-the model's stable/unstable classification against EMT's. Each step is the public API a user
-would call; the same screen is one command line away::
+the model's stable/unstable classification against EMT's. Then the structures on the model's
+hull get phonons (PhononMaker: symmetric tight relaxation, phonopy, dynamic stability). Each
+step is the public API a user would call; the same screen is one command line away::
 
     esen-flows screen examples/candidates.extxyz --potential esen-emt-tiny --store demo-results
     esen-flows hull --store demo-results --chemsys Cu-Au
@@ -25,10 +26,11 @@ from jobflow import run_locally
 sys.path.insert(0, str(Path(__file__).parent))
 from generate_candidates import generate_candidates
 
-from esen_flows.analysis import hull_table, query
+from esen_flows.analysis import hull_table, phonon_table, query
 from esen_flows.analysis.metrics import compare_labels
 from esen_flows.analysis.report import write_report
-from esen_flows.makers import BatchRelaxMaker, ScreeningMaker
+from esen_flows.io import with_label
+from esen_flows.makers import BatchRelaxMaker, PhononMaker, ScreeningMaker
 from esen_flows.stores import default_store
 
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         help="potential whose own hull scores the screen (default: emt; 'none' skips it)",
     )
     parser.add_argument("--max-candidates", type=int, default=250)
+    parser.add_argument("--no-phonons", action="store_true", help="skip the phonon step")
     args = parser.parse_args(argv)
 
     # 1. Candidates: fcc/bcc/hcp-derived binaries and ternaries up to 8 atoms, deduplicated.
@@ -111,7 +114,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{metrics['e_form_mae_mev']:.1f} meV/atom"
         )
 
-    # 5. The report: hull table, metrics and one hull plot per chemical system.
+    # 5. Phonons for the structures on the model's hull: one PhononMaker job relaxes them
+    #    tightly with their symmetry kept (fmax 1e-4 eV/A, float64), evaluates the displaced
+    #    supercells of all of them as batches and flags dynamically unstable ones.
+    #    (ScreeningMaker(phonons=True) does this inside the screen for every candidate.)
+    if not args.no_phonons:
+        on_hull = [
+            with_label(d.structure, d.label)
+            for d in query(store, "stability", potential=args.potential, status="ok")
+            if d.stable and d.structure is not None
+        ]
+        maker = PhononMaker(potential=args.potential, min_length=10.0)
+        t0 = time.perf_counter()
+        run_locally(maker.make(on_hull), store=store, create_folders=False, log=False)
+        print(f"\nphonons of {len(on_hull)} structures in {time.perf_counter() - t0:.1f} s")
+        cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
+        print(phonon_table(store, potential=args.potential)[cols].to_string(index=False))
+
+    # 6. The report: hull table, metrics, one hull plot per chemical system, phonons.
     title = f"Cu-Au-Ag-Pd screen ({args.potential})"
     if metrics is not None:
         title += f", scored against {args.reference}"
