@@ -204,6 +204,8 @@ def test_export_writes_phonopy_params_that_phonopy_loads(phonon_run, tmp_path):
 def test_bad_settings_are_refused_when_the_flow_is_made():
     with pytest.raises(ValueError, match="supercell_matrix"):
         PhononMaker(supercell_matrix=[[1, 0], [0, 1]]).make(bulk("Cu"))
+    with pytest.raises(ValueError, match="supercell_matrix"):
+        PhononMaker(supercell_matrix=[[1, 0, 0], [0, 1]]).make(bulk("Cu"))
     with pytest.raises(ValueError, match="displacement"):
         PhononMaker(displacement=0.0).make(bulk("Cu"))
 

@@ -93,12 +93,19 @@ class PhononMaker(Maker):
             for m in (self.mesh, self.dos_mesh)
         )
         matrix = self.supercell_matrix
+        if matrix is not None:
+            try:
+                matrix = np.asarray(matrix, dtype=float).tolist()
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"supercell_matrix must be 3 integers or a 3x3 integer matrix, got {matrix!r}"
+                ) from None
         return PhononSettings(
             relax=self.relax,
             fmax=self.fmax,
             max_steps=self.max_steps,
             symprec=self.symprec,
-            supercell_matrix=None if matrix is None else np.asarray(matrix).tolist(),
+            supercell_matrix=matrix,
             min_length=self.min_length,
             displacement=self.displacement,
             phonopy_symprec=self.phonopy_symprec,
