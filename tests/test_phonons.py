@@ -284,3 +284,20 @@ def test_screen_adds_phonons_for_the_candidates_at_run_time(store, tmp_path):
     assert ran == {f"phonons {b + 1}/{n_jobs}" for b in range(n_jobs)}
     html = write_report(store, tmp_path / "report.html").read_text()
     assert "<h2>Phonons</h2>" in html and "Cu3Au-L12" in html and "dynamically_stable" in html
+
+
+def test_one_supercell_per_structure(store):
+    items = [labelled(bulk("Cu", "fcc", a=3.6), "Cu"), labelled(cu3au(), "Cu3Au")]
+    maker = PhononMaker(potential="emt", relax=False, min_length=5.0)
+    run_locally(
+        maker.make(items, supercell_matrices=[[2, 3, 2], None]),
+        store=store,
+        create_folders=False,
+        log=False,
+    )
+    docs = {d.label: d for d in query(store, "phonon")}
+    assert docs["Cu"].supercell_matrix == np.diag([2, 3, 2]).tolist()
+    assert docs["Cu"].settings["supercell_matrix"] == np.diag([2, 3, 2]).tolist()
+    assert docs["Cu3Au"].supercell_matrix == np.diag([2, 2, 2]).tolist()  # 5 A / 3.8 A -> 2
+    with pytest.raises(ValueError, match="2 structures"):
+        maker.make(items, supercell_matrices=[[2, 2, 2]])
