@@ -68,37 +68,32 @@ def open_store(store: JobStore | str | Path) -> JobStore:
     return default_store(path)
 
 
-def results_store(store: JobStore) -> Store:
-    """The store that holds result documents for a ``JobStore`` (see module docstring)."""
-    if RESULTS in store.additional_stores:
-        return store.additional_stores[RESULTS]
+def _additional_store(store: JobStore, name: str) -> Store:
+    """The additional store ``name`` of a ``JobStore``, else (added to it) a sibling
+    collection ``<docs collection>_<name>`` of its docs store."""
+    if name in store.additional_stores:
+        return store.additional_stores[name]
     docs = store.docs_store
-    name = getattr(docs, "collection_name", None)
-    if name is None:
+    collection = getattr(docs, "collection_name", None)
+    if collection is None:
         raise ValueError(
             f"the job store's docs store ({type(docs).__name__}) has no collection name: add a "
-            f"'{RESULTS}' additional store to it"
+            f"'{name}' additional store to it"
         )
-    derived = type(docs).from_dict({**docs.as_dict(), "collection_name": f"{name}_{RESULTS}"})
-    store.additional_stores[RESULTS] = derived
+    derived = type(docs).from_dict({**docs.as_dict(), "collection_name": f"{collection}_{name}"})
+    store.additional_stores[name] = derived
     return derived
+
+
+def results_store(store: JobStore) -> Store:
+    """The store that holds result documents for a ``JobStore`` (see module docstring)."""
+    return _additional_store(store, RESULTS)
 
 
 def data_store(store: JobStore) -> Store:
     """The store for large arrays (force constants, displacement datasets) of a ``JobStore``:
     its ``data`` additional store, else a sibling collection ``<docs collection>_data``."""
-    if DATA in store.additional_stores:
-        return store.additional_stores[DATA]
-    docs = store.docs_store
-    name = getattr(docs, "collection_name", None)
-    if name is None:
-        raise ValueError(
-            f"the job store's docs store ({type(docs).__name__}) has no collection name: add a "
-            f"'{DATA}' additional store to it"
-        )
-    derived = type(docs).from_dict({**docs.as_dict(), "collection_name": f"{name}_{DATA}"})
-    store.additional_stores[DATA] = derived
-    return derived
+    return _additional_store(store, DATA)
 
 
 def _connected(store: Store) -> Store:
@@ -121,10 +116,15 @@ def save_documents(store: JobStore, docs: Iterable[ResultDocument]) -> None:
     indexes, so an upsert scans the whole collection and a screen of n structures would cost
     O(n^2); readers (``find_documents``) keep the newest document of each (kind, key, label).
     """
-    rows = [d.to_store() for d in docs]
+    _write(results_store(store), [d.to_store() for d in docs])
+
+
+def _write(store: Store, rows: list[dict[str, Any]]) -> None:
+    """Append ``rows`` to an embedded store (readers keep the newest per ``UNIQUE``); upsert
+    them on ``UNIQUE`` anywhere else."""
     if not rows:
         return
-    target = _connected(results_store(store))
+    target = _connected(store)
     if isinstance(target, MontyStore):
         target._collection.insert_many([jsanitize(r, allow_bson=True) for r in rows])
     else:
@@ -154,16 +154,8 @@ def find_documents(
 def save_data(store: JobStore, kind: str, key: str, label: str, payload: dict[str, Any]) -> None:
     """Write a large-array record (``kind`` e.g. ``"phonopy"``) for the result ``key`` and
     ``label`` to the data store; a newer record replaces an older one (newest wins on read)."""
-    row = jsanitize(
-        {"kind": kind, "key": key, "label": label, "created_at": datetime.now(UTC), **payload},
-        strict=True,
-        allow_bson=True,
-    )
-    target = _connected(data_store(store))
-    if isinstance(target, MontyStore):
-        target._collection.insert_one(row)
-    else:
-        target.update([row], key=list(UNIQUE))
+    row = {"kind": kind, "key": key, "label": label, "created_at": datetime.now(UTC), **payload}
+    _write(data_store(store), [jsanitize(row, strict=True, allow_bson=True)])
 
 
 def load_data(

@@ -118,6 +118,33 @@ PHONON_COLUMNS = [
 ]
 
 
+def phonon_documents(
+    store: JobStore | str | Path, potential: str | None = None, chemsys: str | None = None
+) -> list[ResultDocument]:
+    """The newest phonon document of each label, optionally of one potential and within a
+    chemical system (``"Cu-Au"``)."""
+    if chemsys is not None:
+        chemsys = normalise_chemsys(chemsys)
+    filters = {} if potential is None else {"potential": potential}
+    docs = latest_per_label(query(store, "phonon", **filters))
+    return [d for d in docs if chemsys is None or _in_chemsys(d.chemsys, chemsys)]
+
+
+def phonon_frame(docs: list[ResultDocument], temperature: float = 300.0) -> pd.DataFrame:
+    """``PHONON_COLUMNS`` of phonon documents; unstable structures first, then by label."""
+    rows = []
+    for d in docs:
+        row = {c: getattr(d, c, None) for c in PHONON_COLUMNS}
+        if d.thermal_properties is not None:
+            with contextlib.suppress(ValueError):  # that temperature was not computed
+                row.update(d.thermal_properties.at(temperature))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=PHONON_COLUMNS)
+    return table.sort_values(["dynamically_stable", "label"], na_position="first").reset_index(
+        drop=True
+    )
+
+
 def phonon_table(
     store: JobStore | str | Path,
     temperature: float = 300.0,
@@ -133,19 +160,4 @@ def phonon_table(
         (kJ/mol), ``entropy`` and ``heat_capacity`` (J/K/mol) at ``temperature`` K, per mole
         of primitive cells; unstable structures first, then by label.
     """
-    if chemsys is not None:
-        chemsys = normalise_chemsys(chemsys)
-    filters = {} if potential is None else {"potential": potential}
-    rows = []
-    for d in latest_per_label(query(store, "phonon", **filters)):
-        if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
-            continue
-        row = {c: getattr(d, c, None) for c in PHONON_COLUMNS}
-        if d.thermal_properties is not None:
-            with contextlib.suppress(ValueError):  # that temperature was not computed
-                row.update(d.thermal_properties.at(temperature))
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=PHONON_COLUMNS)
-    return table.sort_values(["dynamically_stable", "label"], na_position="first").reset_index(
-        drop=True
-    )
+    return phonon_frame(phonon_documents(store, potential, chemsys), temperature)

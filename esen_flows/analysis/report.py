@@ -25,10 +25,10 @@ from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from esen_flows.analysis.query import (
-    _in_chemsys,
     hull_table,
     latest_per_label,
-    phonon_table,
+    phonon_documents,
+    phonon_frame,
     query,
 )
 from esen_flows.schemas import ResultDocument, StabilityDocument
@@ -406,9 +406,10 @@ def _phonons_html(store: JobStore, chemsys: str | None) -> str:
     """Dynamic-stability table and band structure + DOS plots of the phonon results."""
     from esen_flows.analysis.phonons import plot_phonons
 
-    table = phonon_table(store, chemsys=chemsys)
-    if table.empty:
+    all_docs = phonon_documents(store, chemsys=chemsys)  # read and decoded once
+    if not all_docs:
         return ""
+    table = phonon_frame(all_docs)
     shown = table.drop(columns=["reason"]).copy()
     for col in ("min_frequency", "max_frequency", "free_energy", "entropy", "heat_capacity"):
         shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
@@ -419,11 +420,7 @@ def _phonons_html(store: JobStore, chemsys: str | None) -> str:
         "-0.01 THz, every other mode non-negative.</p>",
         shown.to_html(index=False, border=0, na_rep="", escape=True),
     ]
-    docs = [
-        d
-        for d in latest_per_label(query(store, "phonon", status="ok"))
-        if chemsys is None or _in_chemsys(d.chemsys, chemsys)
-    ]
+    docs = [d for d in all_docs if d.status == "ok"]
     docs.sort(key=lambda d: (bool(d.dynamically_stable), d.label))
     for doc in docs[:MAX_PHONON_PLOTS]:
         verdict = "stable" if doc.dynamically_stable else "UNSTABLE"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from jobflow import Job, Maker, job
 from pymatgen.core import Structure
 
@@ -14,7 +13,7 @@ from esen_flows.makers.relax import STORE_CONFIG, _current_store
 from esen_flows.potentials import get_potential
 from esen_flows.schemas import PhononDocument
 from esen_flows.tasks import PhononSettings, run_phonons
-from esen_flows.tasks.phonons import SUPERCELL_PROPERTY
+from esen_flows.tasks.phonons import SUPERCELL_PROPERTY, checked_supercell
 
 
 @dataclass
@@ -92,20 +91,12 @@ class PhononMaker(Maker):
             m if isinstance(m, int | float) else tuple(map(int, m))
             for m in (self.mesh, self.dos_mesh)
         )
-        matrix = self.supercell_matrix
-        if matrix is not None:
-            try:
-                matrix = np.asarray(matrix, dtype=float).tolist()
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"supercell_matrix must be 3 integers or a 3x3 integer matrix, got {matrix!r}"
-                ) from None
         return PhononSettings(
             relax=self.relax,
             fmax=self.fmax,
             max_steps=self.max_steps,
             symprec=self.symprec,
-            supercell_matrix=matrix,
+            supercell_matrix=self.supercell_matrix,  # checked by PhononSettings
             min_length=self.min_length,
             displacement=self.displacement,
             phonopy_symprec=self.phonopy_symprec,
@@ -137,10 +128,7 @@ class PhononMaker(Maker):
                 )
             for item, matrix in zip(items, supercell_matrices, strict=True):
                 if matrix is not None and isinstance(item, Structure):
-                    checked = PhononSettings(supercell_matrix=np.asarray(matrix).tolist())
-                    item.properties[SUPERCELL_PROPERTY] = [
-                        list(r) for r in checked.supercell_matrix
-                    ]
+                    item.properties[SUPERCELL_PROPERTY] = checked_supercell(matrix)
         job_ = run_phonon_job(self, items)
         job_.name = self.name
         return job_

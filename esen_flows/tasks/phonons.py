@@ -93,7 +93,7 @@ class PhononSettings:
     fmax: float = 1.0e-4
     max_steps: int = 1000
     symprec: float = 1.0e-3
-    supercell_matrix: tuple[tuple[int, int, int], ...] | None = None
+    supercell_matrix: Any = None  # 3 integers or 3x3, kept as a 3x3 tuple of ints
     min_length: float = 15.0
     displacement: float = 0.01
     phonopy_symprec: float = PHONOPY_SYMPREC
@@ -304,14 +304,18 @@ def run_phonons(
     return docs  # type: ignore[return-value]
 
 
+def checked_supercell(matrix: Any) -> list[list[int]]:
+    """A supercell matrix (3 integers or 3x3) as a 3x3 list of ints; ``ValueError`` if bad."""
+    return [list(r) for r in PhononSettings(supercell_matrix=matrix).supercell_matrix]
+
+
 def _own_settings(item: Structure | UnreadableInput, base: dict[str, Any]) -> dict[str, Any]:
     """The settings of one structure: its own ``properties["supercell_matrix"]`` (set by
     ``PhononMaker.make(..., supercell_matrices=...)``) replaces the common one."""
     own = getattr(item, "properties", {}).get(SUPERCELL_PROPERTY)
     if own is None:
         return base
-    matrix = PhononSettings(supercell_matrix=own).supercell_matrix  # checked
-    return {**base, "supercell_matrix": [list(r) for r in matrix]}
+    return {**base, "supercell_matrix": checked_supercell(own)}
 
 
 def _setup(atoms: Atoms, settings: PhononSettings, matrix: Any) -> Phonopy:
