@@ -135,6 +135,60 @@ def set_forces(phonon: Phonopy, forces: Sequence[np.ndarray], symmetrize: bool =
         phonon.symmetrize_force_constants(show_drift=False)
 
 
+def evaluate_displaced(
+    potential: Potential,
+    cell_sets: Sequence[Sequence[Atoms | None]],
+    labels: Sequence[str],
+    what: str = "displaced supercell",
+    budget: BatchBudget | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[list[np.ndarray]], list[str | None]]:
+    """Forces (eV/A) of several structures' displaced supercells, all evaluated together in
+    batches filling the potential's memory budget (across structures).
+
+    Parameters
+    ----------
+    cell_sets
+        Per structure, its supercells; None stands for one phono3py leaves out (a pair beyond
+        its cutoff distance) and gets zero forces without an evaluation.
+    labels
+        Names for error messages.
+    what
+        What a supercell is called in error messages.
+
+    Returns
+    -------
+    forces, errors
+        Per structure, its (n_atoms, 3) force arrays in order, and None or why one of its
+        supercells could not be used (its forces are then incomplete).
+    """
+    cells: list[Atoms] = []
+    owner: list[tuple[int, int]] = []
+    forces: list[list[np.ndarray]] = []
+    for i, cell_set in enumerate(cell_sets):
+        forces.append([])
+        for k, cell in enumerate(cell_set):
+            if cell is not None:
+                cells.append(cell)
+                owner.append((i, k))
+            forces[i].append(np.zeros((0, 3)))
+    outcomes = evaluate_batched(potential, cells, budget=budget, progress=progress)
+    errors: list[str | None] = [None] * len(cell_sets)
+    for cell, (i, k), out in zip(cells, owner, outcomes, strict=True):
+        problem = outcome_problem(out, len(cell), with_stress=False)
+        if problem is not None:
+            if errors[i] is None:
+                errors[i] = f"{labels[i]}: {what} {k + 1}: {problem}"
+        else:
+            forces[i][k] = np.asarray(out[1], dtype=float)
+    for i, cell_set in enumerate(cell_sets):  # the left-out ones: zeros of the right shape
+        n = next((len(c) for c in cell_set if c is not None), 0)
+        for k, cell in enumerate(cell_set):
+            if cell is None:
+                forces[i][k] = np.zeros((n, 3))
+    return forces, errors
+
+
 def compute_force_constants(
     potential: Potential,
     phonons: Sequence[Phonopy],
@@ -169,23 +223,13 @@ def compute_force_constants(
         fails its own structure only.
     """
     labels = list(labels) if labels is not None else [f"structure {i}" for i in range(len(phonons))]
-    cells: list[Atoms] = []
-    owner: list[int] = []
-    for i, phonon in enumerate(phonons):
-        mine = displaced_supercells(phonon)
-        cells += mine
-        owner += [i] * len(mine)
-    outcomes = evaluate_batched(potential, cells, budget=budget, progress=progress)
-    forces: list[list[np.ndarray]] = [[] for _ in phonons]
-    errors: list[str | None] = [None] * len(phonons)
-    for k, (i, out) in enumerate(zip(owner, outcomes, strict=True)):
-        if errors[i] is not None:
-            continue
-        problem = outcome_problem(out, len(cells[k]), with_stress=False)
-        if problem is not None:
-            errors[i] = f"{labels[i]}: displaced supercell {len(forces[i]) + 1}: {problem}"
-        else:
-            forces[i].append(np.asarray(out[1], dtype=float))
+    forces, errors = evaluate_displaced(
+        potential,
+        [displaced_supercells(p) for p in phonons],
+        labels,
+        budget=budget,
+        progress=progress,
+    )
     for i, phonon in enumerate(phonons):
         if errors[i] is None:
             try:

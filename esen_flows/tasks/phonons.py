@@ -7,13 +7,11 @@ document is written as soon as its chunk finishes, so an interrupted job loses a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import spglib
 from ase import Atoms
 from jobflow import JobStore
 from phonopy import Phonopy
@@ -37,12 +35,12 @@ from esen_flows.dynamics.phonons import (
     phonopy_yaml,
     supercell_for_length,
 )
-from esen_flows.dynamics.relax import relax_structures
-from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
+from esen_flows.io import UnreadableInput
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import PhononDocument, ThermalProperties
-from esen_flows.stores import find_documents, save_data, save_documents
-from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key, precision
+from esen_flows.stores import save_data, save_documents
+from esen_flows.tasks.lattice import SymmetricRelax, chunks, prepare
+from esen_flows.tasks.relax import precision
 
 #: A structure's own supercell matrix, in its ``properties``.
 SUPERCELL_PROPERTY = "supercell_matrix"
@@ -142,14 +140,6 @@ class PhononSettings:
         return out
 
 
-def _spacegroup(atoms: Atoms, symprec: float) -> str | None:
-    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-    try:
-        return spglib.get_spacegroup(cell, symprec=symprec)
-    except Exception:
-        return None
-
-
 def run_phonons(
     items: Sequence[Structure | UnreadableInput],
     potential: Potential,
@@ -166,142 +156,68 @@ def run_phonons(
     evaluation error, NaN) gets a ``failed`` document; one with imaginary modes is a result.
     """
     base = {**settings.as_dict(), "dtype": precision(potential)}
-    sdicts = [_own_settings(item, base) for item in items]
-    keys = [input_key(item, potential, sd) for item, sd in zip(items, sdicts, strict=True)]
-    labels = [get_label(item) or f"input-{i}" for i, item in enumerate(items)]
-    docs: list[PhononDocument | None] = [None] * len(items)
-    if store is not None:
-        found = {
-            (d.key, d.label): d for d in find_documents(store, "phonon", keys=sorted(set(keys)))
-        }
-        for i, (key, label) in enumerate(zip(keys, labels, strict=True)):
-            doc = found.get((key, label))
-            if doc is not None and not (retry_failed and doc.status == "failed"):
-                docs[i] = doc
-
-    def fields(i: int) -> dict[str, Any]:
-        out = _base_fields(labels[i], keys[i], potential, sdicts[i])
-        item = items[i]
-        if isinstance(item, Structure) and len(item):
-            out.update(
-                formula=item.composition.reduced_formula,
-                chemsys=item.composition.chemical_system,
-                n_sites=len(item),
-                input_structure=item,
-            )
-        return out
-
-    def fail(i: int, reason: str) -> None:
-        docs[i] = PhononDocument(**fields(i), status="failed", reason=reason)
-        if store is not None:
-            save_documents(store, [docs[i]])
-
-    todo: list[int] = []
-    for i, item in enumerate(items):
-        if docs[i] is not None:
-            continue
-        if isinstance(item, UnreadableInput):
-            fail(i, item.reason)
-            continue
-        problem = _problem(item, potential, RelaxSettings())
-        if problem:
-            fail(i, f"{labels[i]}: {problem}")
-        else:
-            todo.append(i)
-    if not todo:
-        return docs  # type: ignore[return-value]
-
-    start = {i: time.perf_counter() for i in todo}
-    cells: dict[int, Atoms] = {i: to_atoms(items[i]) for i in todo}
-    relax_info: dict[int, dict[str, Any]] = {}
-    for i in todo:
-        relax_info[i] = {"spacegroup_input": _spacegroup(cells[i], settings.symprec)}
-    if settings.relax:
-        bar = tqdm(total=len(todo), desc=f"{desc}: relax", unit="structure", disable=None)
+    relax = (
+        SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
+        if settings.relax
+        else None
+    )
+    state = prepare(
+        items,
+        potential,
+        [_own_settings(item, base) for item in items],
+        PhononDocument,
+        relax,
+        settings.symprec,
+        store=store,
+        retry_failed=retry_failed,
+        desc=desc,
+    )
+    phonons: dict[int, Phonopy] = {}
+    for i in list(state.todo):
         try:
-            results = relax_structures(
+            phonons[i] = _setup(state.cells[i], settings, state.sdicts[i]["supercell_matrix"])
+        except Exception as exc:
+            state.fail(i, f"{state.labels[i]}: phonopy set-up failed ({type(exc).__name__}: {exc})")
+    bar = tqdm(
+        total=sum(len(p.supercells_with_displacements) for p in phonons.values()),
+        desc=f"{desc}: supercells",
+        unit="supercell",
+        disable=None,
+    )
+    limit = CHUNK_BUDGETS * batch_budget(potential).max_atoms
+    try:
+        for chunk in chunks(
+            state.todo,
+            lambda i: len(phonons[i].supercells_with_displacements) * len(phonons[i].supercell),
+            limit,
+        ):
+            errors = compute_force_constants(
                 potential,
-                [cells[i] for i in todo],
-                fmax=settings.fmax,
-                max_steps=settings.max_steps,
-                relax_cell=True,
-                symmetry=True,
-                symprec=settings.symprec,
+                [phonons[i] for i in chunk],
+                labels=[state.labels[i] for i in chunk],
                 progress=bar.update,
             )
-        finally:
-            bar.close()
-        for i, result in zip(list(todo), results, strict=True):
-            if result.status == "failed":
-                fail(i, result.reason or f"{labels[i]}: relaxation failed")
-                todo.remove(i)
-                continue
-            cells[i] = result.atoms
-            relax_info[i].update(
-                relaxed=True,
-                relax_converged=result.status == "converged",
-                relax_steps=result.n_steps,
-                relax_max_force=result.max_force,
-            )
-
-    def finish(chunk: list[int]) -> None:
-        """Force constants of a chunk's structures (one batched evaluation of all their
-        supercells), then each one's analysis, document and force constants in the store."""
-        errors = compute_force_constants(
-            potential,
-            [phonons[i] for i in chunk],
-            labels=[labels[i] for i in chunk],
-            progress=bar.update,
-        )
-        for i, error in zip(chunk, errors, strict=True):
-            phonon = phonons.pop(i)  # the chunk's memory goes with it
-            if error is not None:
-                fail(i, error)
-                continue
-            try:
-                doc = _analyse(phonon, settings, fields(i))
-            except Exception as exc:
-                fail(i, f"{labels[i]}: phonon analysis failed ({type(exc).__name__}: {exc})")
-                continue
-            structure = to_structure(cells[i])
-            structure.properties = dict(getattr(items[i], "properties", None) or {})
-            docs[i] = doc.model_copy(
-                update={
-                    **relax_info[i],
-                    "structure": structure,
-                    "spacegroup": _spacegroup(cells[i], settings.phonopy_symprec),
-                    "wall_time": time.perf_counter() - start[i],
-                }
-            )
-            if store is not None:
-                save_data(store, "phonopy", keys[i], labels[i], {"yaml": phonopy_yaml(phonon)})
-                save_documents(store, [docs[i]])
-
-    budget = batch_budget(potential)
-    chunk: list[int] = []
-    chunk_atoms = 0
-    phonons: dict[int, Phonopy] = {}
-    bar = tqdm(total=0, desc=f"{desc}: supercells", unit="supercell", disable=None)
-    try:
-        for i in todo:
-            try:
-                phonons[i] = _setup(cells[i], settings, sdicts[i]["supercell_matrix"])
-            except Exception as exc:
-                fail(i, f"{labels[i]}: phonopy set-up failed ({type(exc).__name__}: {exc})")
-                continue
-            n_cells = len(phonons[i].supercells_with_displacements)
-            bar.total += n_cells
-            bar.refresh()
-            chunk.append(i)
-            chunk_atoms += n_cells * len(phonons[i].supercell)
-            if chunk_atoms >= CHUNK_BUDGETS * budget.max_atoms:
-                finish(chunk)
-                chunk, chunk_atoms = [], 0
-        if chunk:
-            finish(chunk)
+            for i, error in zip(chunk, errors, strict=True):
+                phonon = phonons.pop(i)  # the chunk's memory goes with it
+                if error is not None:
+                    state.fail(i, error)
+                    continue
+                try:
+                    doc = _analyse(phonon, settings, state.fields(i))
+                except Exception as exc:
+                    state.fail(
+                        i,
+                        f"{state.labels[i]}: phonon analysis failed ({type(exc).__name__}: {exc})",
+                    )
+                    continue
+                doc = state.finish(i, doc, settings.phonopy_symprec)
+                if store is not None:
+                    key, label = state.keys[i], state.labels[i]
+                    save_data(store, "phonopy", key, label, {"yaml": phonopy_yaml(phonon)})
+                    save_documents(store, [doc])
     finally:
         bar.close()
-    return docs  # type: ignore[return-value]
+    return state.docs  # type: ignore[return-value]
 
 
 def checked_supercell(matrix: Any) -> list[list[int]]:

@@ -1,0 +1,189 @@
+"""What the phonon and conductivity tasks share before their own work: result keys, stored
+documents reused, bad inputs turned into failed documents, and one batched symmetry-constrained
+relaxation of everything left."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import spglib
+from ase import Atoms
+from jobflow import JobStore
+from pymatgen.core import Structure
+from tqdm.auto import tqdm
+
+from esen_flows.dynamics.relax import relax_structures
+from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
+from esen_flows.potentials import Potential
+from esen_flows.schemas import RelaxedCellDocument
+from esen_flows.stores import find_documents, save_documents
+from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key
+
+
+def spacegroup(atoms: Atoms, symprec: float) -> str | None:
+    """spglib's international symbol with its number, e.g. ``"Fm-3m (225)"``; None if none."""
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    try:
+        return spglib.get_spacegroup(cell, symprec=symprec)
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class SymmetricRelax:
+    """A relaxation before lattice dynamics: FIRE with the Frechet cell filter to ``fmax``
+    (eV/A, atoms and cell) within ``max_steps``, the space group kept at ``symprec`` (A)."""
+
+    fmax: float
+    max_steps: int
+    symprec: float
+
+
+@dataclass
+class Prepared:
+    """The state of a batch of structures once stored results are reused and the rest relaxed.
+
+    ``docs[i]`` is set for inputs already done (stored, or failed here); ``todo`` lists the
+    others, with their ``cells`` (relaxed when asked) and ``relax_info`` (document fields).
+    """
+
+    items: Sequence[Structure | UnreadableInput]
+    doc_class: type[RelaxedCellDocument]
+    potential: Potential
+    store: JobStore | None
+    keys: list[str]
+    labels: list[str]
+    sdicts: list[dict[str, Any]]
+    docs: list[RelaxedCellDocument | None]
+    todo: list[int] = field(default_factory=list)
+    cells: dict[int, Atoms] = field(default_factory=dict)
+    relax_info: dict[int, dict[str, Any]] = field(default_factory=dict)
+    start: dict[int, float] = field(default_factory=dict)
+
+    def fields(self, i: int) -> dict[str, Any]:
+        """The fields every document of input ``i`` has (identity, formula, input)."""
+        out = _base_fields(self.labels[i], self.keys[i], self.potential, self.sdicts[i])
+        item = self.items[i]
+        if isinstance(item, Structure) and len(item):
+            out.update(
+                formula=item.composition.reduced_formula,
+                chemsys=item.composition.chemical_system,
+                n_sites=len(item),
+                input_structure=item,
+            )
+        return out
+
+    def fail(self, i: int, reason: str) -> None:
+        """Input ``i`` gets a failed document (written at once) and leaves ``todo``."""
+        self.docs[i] = self.doc_class(**self.fields(i), status="failed", reason=reason)
+        if i in self.todo:
+            self.todo.remove(i)
+        if self.store is not None:
+            save_documents(self.store, [self.docs[i]])
+
+    def finish(self, i: int, doc: RelaxedCellDocument, symprec: float) -> RelaxedCellDocument:
+        """``doc`` completed with the relaxation, the structure used, its space group at
+        ``symprec`` and the wall time; kept as input ``i``'s result (not yet written)."""
+        structure = to_structure(self.cells[i])
+        structure.properties = dict(getattr(self.items[i], "properties", None) or {})
+        done = doc.model_copy(
+            update={
+                **self.relax_info[i],
+                "structure": structure,
+                "spacegroup": spacegroup(self.cells[i], symprec),
+                "wall_time": time.perf_counter() - self.start[i],
+            }
+        )
+        self.docs[i] = done
+        return done
+
+
+def prepare(
+    items: Sequence[Structure | UnreadableInput],
+    potential: Potential,
+    sdicts: Sequence[dict[str, Any]],
+    doc_class: type[RelaxedCellDocument],
+    relax: SymmetricRelax | None,
+    symprec: float,
+    store: JobStore | None = None,
+    retry_failed: bool = False,
+    desc: str = "relax",
+) -> Prepared:
+    """Keys and stored documents of ``items`` (one settings dict each), failed documents for bad
+    inputs, then one batched relaxation of the rest (``relax``; None: none).
+
+    ``symprec`` is the tolerance of the space group recorded before (``spacegroup_input``).
+    """
+    keys = [input_key(item, potential, sd) for item, sd in zip(items, sdicts, strict=True)]
+    labels = [get_label(item) or f"input-{i}" for i, item in enumerate(items)]
+    docs: list[RelaxedCellDocument | None] = [None] * len(items)
+    if store is not None:
+        found = {
+            (d.key, d.label): d
+            for d in find_documents(store, doc_class.kind, keys=sorted(set(keys)))
+        }
+        for i, (key, label) in enumerate(zip(keys, labels, strict=True)):
+            doc = found.get((key, label))
+            if doc is not None and not (retry_failed and doc.status == "failed"):
+                docs[i] = doc  # type: ignore[assignment]
+    state = Prepared(items, doc_class, potential, store, keys, labels, list(sdicts), docs)
+    for i, item in enumerate(items):
+        if docs[i] is not None:
+            continue
+        if isinstance(item, UnreadableInput):
+            state.fail(i, item.reason)
+            continue
+        problem = _problem(item, potential, RelaxSettings())
+        if problem:
+            state.fail(i, f"{labels[i]}: {problem}")
+        else:
+            state.todo.append(i)
+    for i in state.todo:
+        state.start[i] = time.perf_counter()
+        state.cells[i] = to_atoms(items[i])
+        state.relax_info[i] = {"spacegroup_input": spacegroup(state.cells[i], symprec)}
+    if relax is None or not state.todo:
+        return state
+    bar = tqdm(total=len(state.todo), desc=f"{desc}: relax", unit="structure", disable=None)
+    try:
+        results = relax_structures(
+            potential,
+            [state.cells[i] for i in state.todo],
+            fmax=relax.fmax,
+            max_steps=relax.max_steps,
+            relax_cell=True,
+            symmetry=True,
+            symprec=relax.symprec,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    for i, result in zip(list(state.todo), results, strict=True):
+        if result.status == "failed":
+            state.fail(i, result.reason or f"{labels[i]}: relaxation failed")
+            continue
+        state.cells[i] = result.atoms
+        state.relax_info[i].update(
+            relaxed=True,
+            relax_converged=result.status == "converged",
+            relax_steps=result.n_steps,
+            relax_max_force=result.max_force,
+        )
+    return state
+
+
+def chunks(todo: Sequence[int], sizes: Callable[[int], int], limit: int) -> list[list[int]]:
+    """Consecutive groups of ``todo`` whose ``sizes`` (e.g. displaced atoms) add up to about
+    ``limit``: after each group the finished structures are written to the store."""
+    out: list[list[int]] = [[]]
+    total = 0
+    for i in todo:
+        out[-1].append(i)
+        total += sizes(i)
+        if total >= limit:
+            out.append([])
+            total = 0
+    return [c for c in out if c]
