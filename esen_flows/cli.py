@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
 
     export = sub.add_parser(
-        "export", help="write phonopy_params.yaml of phonon results, to continue in phonopy"
+        "export",
+        help="write phonopy_params.yaml of phonon results and phono3py_params.yaml, fc2.hdf5 "
+        "and fc3.hdf5 of conductivity results, to continue in phonopy or phono3py",
     )
     export.add_argument("--store", "-s", required=True, help="folder of the results store")
     export.add_argument("--label", action="append", help="structure label (repeatable; all)")
@@ -225,28 +227,38 @@ def _print_phonons(store, console, labels: set[str], potential: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write each phonon result's phonopy_params.yaml under ``args.out/<label>/``."""
+    """Write each phonon result's ``phonopy_params.yaml`` and each conductivity result's
+    ``phono3py_params.yaml``, ``fc2.hdf5`` and ``fc3.hdf5`` under ``args.out/<label>/``."""
     from esen_flows.analysis.query import latest_per_label, query
+    from esen_flows.dynamics.conductivity import write_phono3py_files
     from esen_flows.stores import load_data
 
     store = _open_store(args.store)
     filters = {"status": "ok"}
     if args.potential:
         filters["potential"] = args.potential
-    docs = latest_per_label(query(store, "phonon", **filters))
+    phonons = latest_per_label(query(store, "phonon", **filters))
+    kappas = latest_per_label(query(store, "conductivity", **filters))
     if args.label:
-        missing = sorted(set(args.label) - {d.label for d in docs})
+        missing = sorted(set(args.label) - {d.label for d in [*phonons, *kappas]})
         if missing:
-            raise CLIError(f"no successful phonon result for {', '.join(missing)}", EXIT_FAILED)
-        docs = [d for d in docs if d.label in set(args.label)]
-    if not docs:
-        raise CLIError("no successful phonon result in the store", EXIT_FAILED)
-    for doc in docs:
+            raise CLIError(
+                f"no successful phonon or conductivity result for {', '.join(missing)}",
+                EXIT_FAILED,
+            )
+        phonons = [d for d in phonons if d.label in set(args.label)]
+        kappas = [d for d in kappas if d.label in set(args.label)]
+    if not phonons and not kappas:
+        raise CLIError("no successful phonon or conductivity result in the store", EXIT_FAILED)
+    for doc in phonons:
         folder = Path(args.out) / doc.label
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "phonopy_params.yaml"
         path.write_text(load_data(store, "phonopy", doc.key, doc.label)["yaml"], encoding="utf-8")
         print(path)
+    for doc in kappas:
+        for path in write_phono3py_files(doc.to_phono3py(store), Path(args.out) / doc.label):
+            print(path)
     return 0
 
 

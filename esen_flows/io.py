@@ -55,8 +55,14 @@ def with_label(structure: Structure, label: str) -> Structure:
     return new
 
 
+#: Per-structure settings an extxyz frame's info may carry (Matbench Discovery's kappa-103 frames
+#: carry the first three), kept in ``structure.properties``.
+CARRIED_INFO = ("fc2_supercell", "fc3_supercell", "q_point_mesh", "supercell_matrix")
+
+
 def to_structure(obj: Structure | Atoms) -> Structure:
-    """Convert ASE ``Atoms`` to a pymatgen ``Structure`` keeping ``info["label"]``."""
+    """Convert ASE ``Atoms`` to a pymatgen ``Structure`` keeping ``info["label"]`` and the
+    per-structure settings of ``CARRIED_INFO``."""
     if isinstance(obj, Structure):
         return obj
     if not isinstance(obj, Atoms):
@@ -66,6 +72,9 @@ def to_structure(obj: Structure | Atoms) -> Structure:
     props = dict(structure.properties or {})
     if label is not None:
         props["label"] = str(label)
+    for name in CARRIED_INFO:
+        if obj.info.get(name) is not None:
+            props[name] = np.asarray(obj.info[name]).tolist()
     structure.properties = props
     return structure
 

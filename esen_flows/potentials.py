@@ -180,7 +180,8 @@ class ASECalculatorPotential:
     Parameters
     ----------
     factory
-        Makes a fresh calculator (called once; the instance is reused).
+        Makes a fresh calculator (called once; the instance is reused, reset before each
+        structure so that a result never depends on the structure evaluated before it).
     name, checksum
         Identity of the potential; the checksum goes into every result key.
     elements
@@ -209,7 +210,8 @@ class ASECalculatorPotential:
             check_elements(self, obj)
             atoms = obj if isinstance(obj, Atoms) else to_atoms(obj)
             atoms = atoms.copy()
-            atoms.calc = calc
+            calc.reset()  # no state from the previous structure (EMT's neighbour list would
+            atoms.calc = calc  # otherwise shift its forces by ~1e-14 eV/A with the history)
             energies[i] = atoms.get_potential_energy()
             forces.append(np.array(atoms.get_forces(), dtype=float))
             stresses[i] = atoms.get_stress(voigt=False)

@@ -191,20 +191,15 @@ class ThermalProperties(BaseModel):
         }
 
 
-class PhononDocument(ResultDocument):
-    """Harmonic phonons of one structure (phonopy finite displacements).
-
-    The force constants and the displacement dataset are in the additional ``data`` store, not
-    here (``to_phonopy`` reads them back); the document stays small for any size of cell.
-    """
-
-    kind: ClassVar[str] = "phonon"
+class RelaxedCellDocument(ResultDocument):
+    """Fields shared by the phonon and conductivity documents: the structure, its optional
+    symmetry-constrained relaxation and its space group before and after."""
 
     formula: str | None = Field(None, description="Reduced formula.")
     chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
     n_sites: int | None = Field(None, description="Atoms in the unit cell.")
     structure: Structure | None = Field(
-        None, description="The unit cell the phonons were computed for (relaxed when relaxed)."
+        None, description="The unit cell the calculation used (relaxed when relaxed)."
     )
     input_structure: Structure | None = Field(None, description="Structure given.")
     relaxed: bool = Field(False, description="Whether a symmetry-constrained relaxation ran.")
@@ -213,6 +208,17 @@ class PhononDocument(ResultDocument):
     relax_max_force: float | None = Field(None, description="Largest force after it, eV/A.")
     spacegroup_input: str | None = Field(None, description="Space group given (symbol).")
     spacegroup: str | None = Field(None, description="Space group of the structure used.")
+
+
+class PhononDocument(RelaxedCellDocument):
+    """Harmonic phonons of one structure (phonopy finite displacements).
+
+    The force constants and the displacement dataset are in the additional ``data`` store, not
+    here (``to_phonopy`` reads them back); the document stays small for any size of cell.
+    """
+
+    kind: ClassVar[str] = "phonon"
+
     supercell_matrix: list[list[int]] | None = Field(None, description="Supercell, 3x3.")
     primitive_matrix: list[list[float]] | None = Field(
         None, description="phonopy's primitive cell in the unit cell's vectors, 3x3."
@@ -249,11 +255,109 @@ class PhononDocument(ResultDocument):
         return phonopy_from_yaml(load_data(store, "phonopy", self.key, self.label)["yaml"])
 
 
+class ConductivityDocument(RelaxedCellDocument):
+    """Lattice thermal conductivity of one structure (phono3py finite displacements).
+
+    fc2, fc3, the displacement datasets and the mode-resolved conductivity are in the
+    additional ``data`` store (``to_phono3py`` and ``mode_data`` read them back), never here:
+    fc3 grows with the square of the supercell. A structure found dynamically unstable from
+    fc2 gets a document that says so, with no fc3 and no kappa.
+    """
+
+    kind: ClassVar[str] = "conductivity"
+
+    symmetry_broken: bool | None = Field(
+        None, description="The relaxation changed the space group (Matbench Discovery: SRME 2)."
+    )
+    supercell_matrix: list[list[int]] | None = Field(None, description="fc3 supercell, 3x3.")
+    fc2_supercell_matrix: list[list[int]] | None = Field(None, description="fc2 supercell, 3x3.")
+    primitive_matrix: list[list[float]] | None = Field(
+        None, description="phono3py's primitive cell in the unit cell's vectors, 3x3."
+    )
+    n_fc2_displacements: int | None = Field(None, description="fc2 supercells evaluated.")
+    n_fc3_displacements: int | None = Field(
+        None, description="fc3 supercells evaluated (0 when fc3 was skipped)."
+    )
+    n_supercell_atoms: int | None = Field(None, description="Atoms per fc3 supercell.")
+    mesh: list[int] | None = Field(None, description="q-mesh of the conductivity, Gamma-centred.")
+    method: str | None = Field(None, description="'rta' or 'lbte'.")
+    wigner: bool | None = Field(None, description="Coherence term included (Wigner equation).")
+    isotope: bool | None = Field(None, description="Isotope scattering included.")
+    dynamically_stable: bool | None = Field(
+        None,
+        description="No imaginary mode on the conductivity's q-grid (acoustic at Gamma above "
+        "-gamma_tolerance THz, all others >= 0); False means no fc3 and no kappa.",
+    )
+    n_imaginary: int | None = Field(None, description="Grid modes that are imaginary.")
+    min_frequency: float | None = Field(None, description="Lowest grid frequency, THz.")
+    max_frequency: float | None = Field(None, description="Highest grid frequency, THz.")
+    temperatures: list[float] | None = Field(None, description="Temperatures, K.")
+    kappa: list[list[float]] | None = Field(
+        None,
+        description="Per temperature, the conductivity's 6 Voigt components xx, yy, zz, yz, "
+        "xz, xy, W/(m K) (particle plus coherence with wigner).",
+    )
+    kappa_mean: list[float] | None = Field(
+        None, description="Per temperature, (xx + yy + zz) / 3, W/(m K)."
+    )
+    kappa_particle: list[list[float]] | None = Field(
+        None, description="Particle-like part, like kappa, W/(m K)."
+    )
+    kappa_coherence: list[list[float]] | None = Field(
+        None, description="Wave-like coherence part, like kappa, W/(m K) (zero without wigner)."
+    )
+    wall_time: float | None = Field(None, description="Seconds spent on this structure.")
+
+    def kappa_at(self, temperature: float) -> float:
+        """``kappa_mean`` at one of the temperatures (K), W/(m K)."""
+        if not self.temperatures or self.kappa_mean is None:
+            raise ValueError(f"{self.label}: no conductivity ({self.reason or 'not computed'})")
+        temps = np.asarray(self.temperatures)
+        i = int(np.argmin(np.abs(temps - temperature)))
+        if abs(temps[i] - temperature) > 1e-6:
+            raise ValueError(f"{temperature} K is not one of the temperatures computed")
+        return self.kappa_mean[i]
+
+    def mode_data(self, store: Any) -> dict[str, np.ndarray]:
+        """The mode-resolved arrays from the ``data`` store: ``mode_kappa`` (n_T, n_q, n_bands,
+        6) W/(m K) with q-weights, ``weights`` (n_q,), ``qpoints``, ``frequencies`` (THz),
+        ``heat_capacity`` (eV/K), ``gamma`` (THz), ``temperatures`` (K)."""
+        from esen_flows.stores import decode_array, load_data
+
+        record = load_data(store, "phono3py", self.key, self.label)
+        if "mode_kappa" not in record:
+            raise ValueError(f"{self.label}: no mode conductivity stored ({self.reason or ''})")
+        return {name: decode_array(record[name]) for name in MODE_ARRAYS}
+
+    def to_phono3py(self, store: Any) -> Any:
+        """The ``Phono3py`` object with this document's fc2 (and fc3 when computed), read
+        back from the ``data`` store of ``store``."""
+        from esen_flows.dynamics.conductivity import phono3py_from_yaml
+        from esen_flows.stores import decode_array, load_data
+
+        record = load_data(store, "phono3py", self.key, self.label)
+        fc3 = decode_array(record["fc3"]) if "fc3" in record else None
+        return phono3py_from_yaml(record["yaml"], decode_array(record["fc2"]), fc3)
+
+
+#: The mode-resolved arrays of a conductivity in the data store.
+MODE_ARRAYS = (
+    "temperatures",
+    "mode_kappa",
+    "weights",
+    "qpoints",
+    "frequencies",
+    "heat_capacity",
+    "gamma",
+)
+
+
 DOCUMENT_KINDS: dict[str, type[ResultDocument]] = {
     "relaxation": RelaxationDocument,
     "stability": StabilityDocument,
     "conservation": ConservationDocument,
     "phonon": PhononDocument,
+    "conductivity": ConductivityDocument,
 }
 
 

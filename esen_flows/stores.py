@@ -13,11 +13,14 @@ re-run skip finished work, and what ``esen_flows.analysis.query`` reads.
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jobflow import JobStore
 from maggma.core import Store
 from maggma.stores import MontyStore
@@ -170,3 +173,20 @@ def load_data(
     for row in target.query(criteria=criteria, sort={"created_at": -1}, limit=1):
         return {k: v for k, v in row.items() if k != "_id"}
     raise KeyError(f"no {kind} data for key {key}" + (f" (label {label})" if label else ""))
+
+
+def encode_array(array: Any) -> dict[str, Any]:
+    """A numpy array as a small JSON/BSON-ready record: dtype, shape and the zlib-compressed
+    bytes in base64 (mode conductivities and fc3 would be megabytes of JSON numbers)."""
+    arr = np.ascontiguousarray(array)
+    return {
+        "dtype": arr.dtype.str,
+        "shape": list(arr.shape),
+        "data": base64.b64encode(zlib.compress(arr.tobytes(), 6)).decode("ascii"),
+    }
+
+
+def decode_array(record: dict[str, Any]) -> np.ndarray:
+    """The array ``encode_array`` wrote."""
+    raw = zlib.decompress(base64.b64decode(record["data"]))
+    return np.frombuffer(raw, dtype=np.dtype(record["dtype"])).reshape(record["shape"]).copy()

@@ -34,7 +34,7 @@ def to_phonopy_atoms(atoms: Atoms | Structure) -> PhonopyAtoms:
     return PhonopyAtoms(
         symbols=atoms.get_chemical_symbols(),
         cell=np.asarray(atoms.cell.array, dtype=float),
-        scaled_positions=atoms.get_scaled_positions(wrap=False),
+        scaled_positions=atoms.get_scaled_positions(),  # wrapped into [0, 1), as users do
     )
 
 

@@ -1,5 +1,6 @@
 """jobflow makers: thin dataclasses over the science in ``dynamics``, ``tasks`` and ``analysis``."""
 
+from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.conservation import EnergyConservationMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import BatchRelaxMaker, RelaxMaker, StaticMaker
@@ -12,5 +13,6 @@ __all__ = [
     "RelaxMaker",
     "ScreeningMaker",
     "StaticMaker",
+    "ThermalConductivityMaker",
     "stability_job",
 ]

@@ -1,0 +1,419 @@
+"""Lattice thermal conductivity of a batch of structures: symmetric relaxation, fc2 of all of
+them in batches, the stability check, fc3 of the stable ones in batches, phono3py's transport
+equation, one document per structure.
+
+Stored results are reused (key = structure, potential checksum, settings); each chunk's
+documents and arrays are written as soon as the chunk finishes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from jobflow import JobStore
+from phono3py import Phono3py
+from pymatgen.core import Structure
+from tqdm.auto import tqdm
+
+from esen_flows.analysis.phonons import GAMMA_ACOUSTIC_TOLERANCE, dynamic_stability
+from esen_flows.dynamics.conductivity import (
+    METHODS,
+    PHONO3PY_DISPLACEMENT,
+    Conductivity,
+    build_phono3py,
+    compute_fc2,
+    compute_fc3,
+    conductivity,
+    mesh_frequencies,
+    phono3py_yaml,
+    wigner_available,
+)
+from esen_flows.dynamics.phonons import PHONOPY_SYMPREC, supercell_for_length
+from esen_flows.io import UnreadableInput
+from esen_flows.potentials import Potential, batch_budget
+from esen_flows.schemas import MODE_ARRAYS, ConductivityDocument
+from esen_flows.stores import encode_array, save_data, save_documents
+from esen_flows.tasks.lattice import Prepared, SymmetricRelax, chunks, prepare
+from esen_flows.tasks.phonons import CHUNK_BUDGETS, checked_supercell
+from esen_flows.tasks.relax import precision
+
+#: A structure's own settings, in its ``properties`` (the keys of Matbench Discovery's kappa-103
+#: extxyz frames, so its structures run with their own supercells and meshes).
+FC3_SUPERCELL = "fc3_supercell"
+FC2_SUPERCELL = "fc2_supercell"
+Q_MESH = "q_point_mesh"
+
+#: phono3py's default temperatures of the relaxation-time approximation, K.
+PHONO3PY_TEMPERATURES = tuple(float(t) for t in range(0, 1001, 10))
+
+
+@dataclass(frozen=True)
+class ConductivitySettings:
+    """Settings of a conductivity calculation; all enter the result key.
+
+    Attributes
+    ----------
+    relax, fmax, max_steps, symprec
+        Relax first (FIRE, Frechet cell filter, space group kept at ``symprec`` A), to ``fmax``
+        eV/A within ``max_steps``.
+    supercell_matrix, fc2_supercell_matrix
+        fc3 and fc2 supercells (3 integers or 3x3); None: diagonal, from ``min_length`` and
+        ``fc2_min_length`` (A, face-to-face widths).
+    displacement
+        phono3py's displacement distance, A (its default 0.03).
+    cutoff_pair_distance
+        phono3py's pair cutoff, A (None: every pair, phono3py's default).
+    phono3py_symprec
+        phono3py's symmetry tolerance, A (its default 1e-5); also the tolerance of the space
+        group compared before and after the relaxation.
+    mesh
+        q-mesh: three numbers, or a length in A (phonopy's convention).
+    temperatures
+        K (phono3py's RTA default: 0 to 1000 in steps of 10).
+    method
+        "rta" (phono3py's default) or "lbte".
+    wigner
+        Add the coherence term of the Wigner transport equation.
+    isotope
+        Isotope scattering (natural abundances).
+    boundary_mfp
+        Boundary mean free path, micrometres (None: none).
+    symmetrize
+        Symmetrise fc2 and fc3 (translational invariance, index permutation).
+    gamma_tolerance
+        Acoustic modes at Gamma may reach -``gamma_tolerance`` THz and stay "stable".
+    """
+
+    relax: bool = True
+    fmax: float = 1.0e-4
+    max_steps: int = 1000
+    symprec: float = 1.0e-3
+    supercell_matrix: Any = None
+    fc2_supercell_matrix: Any = None
+    min_length: float = 7.0
+    fc2_min_length: float = 12.0
+    displacement: float = PHONO3PY_DISPLACEMENT
+    cutoff_pair_distance: float | None = None
+    phono3py_symprec: float = PHONOPY_SYMPREC
+    mesh: float | tuple[int, int, int] = 40.0
+    temperatures: tuple[float, ...] = PHONO3PY_TEMPERATURES
+    method: str = "rta"
+    wigner: bool = False
+    isotope: bool = False
+    boundary_mfp: float | None = None
+    symmetrize: bool = True
+    gamma_tolerance: float = GAMMA_ACOUSTIC_TOLERANCE
+
+    def __post_init__(self) -> None:
+        for name in ("supercell_matrix", "fc2_supercell_matrix"):
+            if getattr(self, name) is not None:
+                matrix = tuple(map(tuple, checked_supercell(getattr(self, name))))
+                object.__setattr__(self, name, matrix)
+        object.__setattr__(self, "mesh", checked_mesh(self.mesh))
+        temps = tuple(float(t) for t in np.atleast_1d(np.asarray(self.temperatures, dtype=float)))
+        if not temps or min(temps) < 0 or not all(np.isfinite(temps)):
+            raise ValueError(f"temperatures must be finite and >= 0 K, got {self.temperatures!r}")
+        object.__setattr__(self, "temperatures", temps)
+        for name in ("displacement", "min_length", "fc2_min_length", "fmax"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.wigner and not wigner_available():
+            raise ValueError(
+                "wigner=True needs phono3py's Wigner solver (transport_type 'SMM19', "
+                "phono3py 4): this phono3py does not have it"
+            )
+
+    @classmethod
+    def matbench_discovery(cls, **overrides: Any) -> ConductivitySettings:
+        """Matbench Discovery's kappa protocol (kappa-103): FIRE with the Frechet filter and
+        FixSymmetry (ASE's 0.01 A) to 1e-4 eV/A within 300 steps; phono3py at 1e-5 A,
+        0.03 A displacements, symmetrised fc2 and fc3; the Wigner equation in the RTA with
+        isotopes and a 1 m boundary mean free path, at 300 K; 20x20x20 q-points unless a
+        structure carries its own (``q_point_mesh``, as its supercells ``fc2_supercell`` and
+        ``fc3_supercell``)."""
+        preset = cls(
+            relax=True,
+            fmax=1.0e-4,
+            max_steps=300,
+            symprec=1.0e-2,
+            displacement=0.03,
+            phono3py_symprec=1.0e-5,
+            mesh=(20, 20, 20),
+            temperatures=(300.0,),
+            method="rta",
+            wigner=True,
+            isotope=True,
+            boundary_mfp=1.0e6,
+            symmetrize=True,
+        )
+        return replace(preset, **overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (relaxation settings only when relaxing)."""
+        out = asdict(self)
+        out["task"] = "conductivity"
+        for name in ("supercell_matrix", "fc2_supercell_matrix"):
+            if out[name] is not None:
+                out[name] = [list(r) for r in out[name]]
+        out["mesh"] = list(out["mesh"]) if isinstance(out["mesh"], tuple) else out["mesh"]
+        out["temperatures"] = list(out["temperatures"])
+        if not self.relax:
+            for name in ("fmax", "max_steps", "symprec"):
+                out.pop(name)
+        return out
+
+
+def checked_mesh(mesh: Any) -> float | tuple[int, int, int]:
+    """A q-mesh as a positive length (A) or three positive integers; ``ValueError`` if bad."""
+    if isinstance(mesh, int | float) and not isinstance(mesh, bool):
+        if not mesh > 0:
+            raise ValueError(f"a mesh length must be positive, got {mesh}")
+        return float(mesh)
+    try:
+        numbers = tuple(int(m) for m in mesh)
+        ok = len(numbers) == 3 and all(m >= 1 for m in numbers)
+        ok = ok and np.allclose(np.asarray(mesh, dtype=float), numbers)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"mesh must be a length in A or 3 positive integers, got {mesh!r}")
+    return numbers  # type: ignore[return-value]
+
+
+def own_settings(item: Structure | UnreadableInput, base: dict[str, Any]) -> dict[str, Any]:
+    """One structure's settings: its own ``fc3_supercell``, ``fc2_supercell`` and
+    ``q_point_mesh`` properties (Matbench Discovery's names) replace the common ones."""
+    props = getattr(item, "properties", None) or {}
+    out = dict(base)
+    if props.get(FC3_SUPERCELL) is not None:
+        out["supercell_matrix"] = checked_supercell(props[FC3_SUPERCELL])
+    if props.get(FC2_SUPERCELL) is not None:
+        out["fc2_supercell_matrix"] = checked_supercell(props[FC2_SUPERCELL])
+    if props.get(Q_MESH) is not None:
+        mesh = checked_mesh(props[Q_MESH])
+        out["mesh"] = list(mesh) if isinstance(mesh, tuple) else mesh
+    return out
+
+
+def run_conductivity(
+    items: Sequence[Structure | UnreadableInput],
+    potential: Potential,
+    settings: ConductivitySettings,
+    store: JobStore | None = None,
+    retry_failed: bool = False,
+    desc: str = "conductivity",
+) -> list[ConductivityDocument]:
+    """Lattice thermal conductivity of every structure in ``items``; one document per input,
+    in input order.
+
+    One batched relaxation; then, chunk by chunk, the fc2 supercells of the chunk's structures
+    evaluated together, the imaginary-mode check on each conductivity grid, the fc3 supercells
+    of the stable ones evaluated together, and phono3py's conductivity of each; documents and
+    arrays are written per chunk. A dynamically unstable structure gets a document that says so
+    (no fc3, no kappa); one that fails gets a ``failed`` document.
+    """
+    base = {**settings.as_dict(), "dtype": precision(potential)}
+    relax = (
+        SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
+        if settings.relax
+        else None
+    )
+    state = prepare(
+        items,
+        potential,
+        [own_settings(item, base) for item in items],
+        ConductivityDocument,
+        relax,
+        settings.phono3py_symprec,
+        store=store,
+        retry_failed=retry_failed,
+        desc=desc,
+    )
+    ph3s: dict[int, Phono3py] = {}
+    for i in list(state.todo):
+        try:
+            ph3s[i] = _setup(state, i, settings)
+        except Exception as exc:
+            reason = f"phono3py set-up failed ({type(exc).__name__}: {exc})"
+            state.fail(i, f"{state.labels[i]}: {reason}")
+    n_fc2 = sum(len(p.phonon_supercells_with_displacements) for p in ph3s.values())
+    n_fc3 = sum(len(p.supercells_with_displacements) for p in ph3s.values())
+    bar = tqdm(total=n_fc2 + n_fc3, desc=f"{desc}: supercells", unit="supercell", disable=None)
+    limit = CHUNK_BUDGETS * batch_budget(potential).max_atoms
+
+    def size(i: int) -> int:
+        p = ph3s[i]
+        return len(p.supercells_with_displacements) * len(p.supercell)
+
+    try:
+        for chunk in chunks(state.todo, size, limit):
+            _run_chunk(state, [i for i in chunk if i in ph3s], ph3s, potential, settings, bar)
+    finally:
+        bar.close()
+    return state.docs  # type: ignore[return-value]
+
+
+def _setup(state: Prepared, i: int, settings: ConductivitySettings) -> Phono3py:
+    """phono3py with fc3 and fc2 displacements for one (relaxed) unit cell."""
+    sd = state.sdicts[i]
+    cell = state.cells[i].cell.array
+    fc3_matrix = sd["supercell_matrix"]
+    if fc3_matrix is None:
+        fc3_matrix = supercell_for_length(cell, settings.min_length)
+    fc2_matrix = sd["fc2_supercell_matrix"]
+    if fc2_matrix is None:
+        fc2_matrix = supercell_for_length(cell, settings.fc2_min_length)
+    return build_phono3py(
+        state.cells[i],
+        fc3_matrix,
+        fc2_matrix,
+        displacement=settings.displacement,
+        symprec=settings.phono3py_symprec,
+        cutoff_pair_distance=settings.cutoff_pair_distance,
+    )
+
+
+def _run_chunk(
+    state: Prepared,
+    chunk: list[int],
+    ph3s: dict[int, Phono3py],
+    potential: Potential,
+    settings: ConductivitySettings,
+    bar: Any,
+) -> None:
+    """fc2 of the chunk in batches, the stability check, fc3 of the stable ones in batches,
+    then each one's conductivity, document and arrays."""
+    labels = [state.labels[i] for i in chunk]
+    errors = compute_fc2(
+        potential, [ph3s[i] for i in chunk], labels, settings.symmetrize, progress=bar.update
+    )
+    stable: list[int] = []
+    docs: dict[int, ConductivityDocument] = {}
+    for i, error in zip(chunk, errors, strict=True):
+        ph3 = ph3s[i]
+        if error is not None:
+            state.fail(i, error)
+            bar.update(len(ph3s.pop(i).supercells_with_displacements))
+            continue
+        try:
+            docs[i] = _harmonic_document(state, i, ph3, settings)
+        except Exception as exc:
+            state.fail(i, f"{state.labels[i]}: phonons failed ({type(exc).__name__}: {exc})")
+            bar.update(len(ph3s.pop(i).supercells_with_displacements))
+            continue
+        if docs[i].dynamically_stable:
+            stable.append(i)
+        else:  # Matbench Discovery's rule: no fc3 for a structure with imaginary modes
+            bar.update(len(ph3.supercells_with_displacements))
+            _save(state, i, ph3s.pop(i), docs[i], None, settings)
+    errors = compute_fc3(
+        potential,
+        [ph3s[i] for i in stable],
+        [state.labels[i] for i in stable],
+        settings.symmetrize,
+        progress=bar.update,
+    )
+    for i, error in zip(stable, errors, strict=True):
+        ph3 = ph3s.pop(i)
+        if error is not None:
+            state.fail(i, error)
+            continue
+        try:
+            result = conductivity(
+                ph3,
+                _mesh(state.sdicts[i]["mesh"]),
+                settings.temperatures,
+                method=settings.method,
+                wigner=settings.wigner,
+                isotope=settings.isotope,
+                boundary_mfp=settings.boundary_mfp,
+            )
+        except Exception as exc:
+            state.fail(i, f"{state.labels[i]}: conductivity failed ({type(exc).__name__}: {exc})")
+            continue
+        if not np.all(np.isfinite(result.kappa)):
+            state.fail(i, f"{state.labels[i]}: conductivity is not finite (NaN or inf)")
+            continue
+        doc = docs[i].model_copy(
+            update={
+                "n_fc3_displacements": len(ph3.supercells_with_displacements),
+                "temperatures": result.temperatures.tolist(),
+                "kappa": result.kappa.tolist(),
+                "kappa_mean": result.kappa[:, :3].mean(axis=1).tolist(),
+                "kappa_particle": result.kappa_particle.tolist(),
+                "kappa_coherence": result.kappa_coherence.tolist(),
+                "wall_time": time.perf_counter() - state.start[i],
+            }
+        )
+        _save(state, i, ph3, doc, result, settings)
+
+
+def _mesh(mesh: Any) -> float | list[int]:
+    return mesh if isinstance(mesh, int | float) else [int(m) for m in mesh]
+
+
+def _harmonic_document(
+    state: Prepared, i: int, ph3: Phono3py, settings: ConductivitySettings
+) -> ConductivityDocument:
+    """Everything known once fc2 is: supercells, grid and the imaginary-mode verdict."""
+    qpoints, freqs = mesh_frequencies(ph3, _mesh(state.sdicts[i]["mesh"]))
+    stability = dynamic_stability(qpoints, freqs, gamma_tolerance=settings.gamma_tolerance)
+    spg_input = state.relax_info[i].get("spacegroup_input")
+    doc = ConductivityDocument(
+        **state.fields(i),
+        supercell_matrix=np.asarray(ph3.supercell_matrix, dtype=int).tolist(),
+        fc2_supercell_matrix=np.asarray(ph3.phonon_supercell_matrix, dtype=int).tolist(),
+        primitive_matrix=np.asarray(ph3.primitive_matrix, dtype=float).tolist(),
+        n_fc2_displacements=len(ph3.phonon_supercells_with_displacements),
+        n_fc3_displacements=0,
+        n_supercell_atoms=len(ph3.supercell),
+        mesh=[int(m) for m in ph3.mesh_numbers],
+        method=settings.method,
+        wigner=settings.wigner,
+        isotope=settings.isotope,
+        dynamically_stable=stability.dynamically_stable,
+        n_imaginary=stability.n_imaginary,
+        min_frequency=stability.min_frequency,
+        max_frequency=stability.max_frequency,
+    )
+    doc = state.finish(i, doc, settings.phono3py_symprec)
+    broken = None if spg_input is None or doc.spacegroup is None else spg_input != doc.spacegroup
+    if not doc.dynamically_stable:
+        doc = doc.model_copy(
+            update={
+                "symmetry_broken": broken,
+                "reason": f"dynamically unstable: {stability.n_imaginary} imaginary modes on "
+                f"the q-grid (lowest {stability.min_frequency:.3g} THz); no fc3 computed",
+            }
+        )
+    else:
+        doc = doc.model_copy(update={"symmetry_broken": broken})
+    state.docs[i] = doc
+    return doc
+
+
+def _save(
+    state: Prepared,
+    i: int,
+    ph3: Phono3py,
+    doc: ConductivityDocument,
+    result: Conductivity | None,
+    settings: ConductivitySettings,
+) -> None:
+    """Keep the document; write it and its arrays (yaml with forces, fc2, fc3 and the mode
+    conductivity) to the store."""
+    state.docs[i] = doc
+    if state.store is None:
+        return
+    payload: dict[str, Any] = {"yaml": phono3py_yaml(ph3), "fc2": encode_array(ph3.fc2)}
+    if result is not None:
+        payload["fc3"] = encode_array(ph3.fc3)
+        payload.update({name: encode_array(getattr(result, name)) for name in MODE_ARRAYS})
+    save_data(state.store, "phono3py", state.keys[i], state.labels[i], payload)
+    save_documents(state.store, [doc])

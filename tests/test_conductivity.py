@@ -1,0 +1,287 @@
+"""ThermalConductivityMaker against phono3py driven directly (EMT), the stability gate before
+fc3, the stores and export, and the kappa metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from jobflow import run_locally
+from phono3py import Phono3py
+from phonopy.structure.atoms import PhonopyAtoms
+
+from esen_flows.analysis import query
+from esen_flows.analysis.conductivity import kappa_metrics, srd, sre, srme
+from esen_flows.makers import ThermalConductivityMaker
+
+TEMPERATURES = [100.0, 300.0]
+MESHES = {"Cu-fcc": [11, 11, 11], "Cu3Au-L12": [5, 5, 5]}
+
+
+def labelled(atoms: Atoms, label: str) -> Atoms:
+    atoms.info["label"] = label
+    return atoms
+
+
+def cu3au(a: float = 3.80) -> Atoms:
+    atoms = bulk("Cu", "fcc", a=a, cubic=True)
+    atoms.symbols[0] = "Au"
+    return atoms
+
+
+def structures() -> list[Atoms]:
+    return [
+        labelled(bulk("Cu", "fcc", a=3.65, cubic=True), "Cu-fcc"),
+        labelled(cu3au(), "Cu3Au-L12"),
+        labelled(bulk("Cu", "bcc", a=2.90), "Cu-bcc"),
+        labelled(bulk("Si", "diamond", a=5.43), "Si"),  # EMT has no Si: fails alone
+    ]
+
+
+def maker(**overrides) -> ThermalConductivityMaker:
+    settings = dict(
+        potential="emt",
+        supercell_matrix=[2, 2, 2],
+        fc2_supercell_matrix=[3, 3, 3],
+        temperatures=TEMPERATURES,
+        wigner=True,
+        isotope=True,
+    )
+    return ThermalConductivityMaker(**{**settings, **overrides})
+
+
+def run(store, m: ThermalConductivityMaker, items: list[Atoms]):
+    meshes = [MESHES.get(a.info["label"], [4, 4, 4]) for a in items]
+    run_locally(m.make(items, meshes=meshes), store=store, create_folders=False, log=False)
+    return {d.label: d for d in query(store, "conductivity", potential=m.potential)}
+
+
+def phono3py_directly(doc, wigner: bool = True, isotope: bool = True) -> Phono3py:
+    """The phono3py user's own script on the document's relaxed cell: displacements, EMT
+    forces one supercell at a time, symmetrised fc2 and fc3, then the conductivity."""
+    atoms = doc.structure.to_ase_atoms()
+    unitcell = PhonopyAtoms(
+        symbols=atoms.get_chemical_symbols(),
+        cell=atoms.cell.array,
+        scaled_positions=atoms.get_scaled_positions(),
+    )
+    ph3 = Phono3py(
+        unitcell,
+        supercell_matrix=doc.supercell_matrix,
+        phonon_supercell_matrix=doc.fc2_supercell_matrix,
+        primitive_matrix="auto",
+    )
+    ph3.generate_displacements(distance=0.03)
+
+    def forces(cells):
+        out = []
+        for cell in cells:
+            sc = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions)
+            sc.pbc = True
+            sc.calc = EMT()
+            out.append(sc.get_forces())
+        return np.array(out)
+
+    ph3.forces = forces(ph3.supercells_with_displacements)
+    ph3.phonon_forces = forces(ph3.phonon_supercells_with_displacements)
+    ph3.produce_fc3()
+    ph3.symmetrize_fc3()
+    ph3.produce_fc2()
+    ph3.symmetrize_fc2()
+    ph3.mesh_numbers = doc.mesh
+    ph3.init_phph_interaction()
+    ph3.run_thermal_conductivity(
+        temperatures=TEMPERATURES,
+        is_isotope=isotope,
+        transport_type="SMM19" if wigner else None,
+    )
+    return ph3
+
+
+@pytest.fixture(scope="module")
+def kappa_run(tmp_path_factory):
+    """One ThermalConductivityMaker job over four structures (EMT, relaxed with symmetry)."""
+    from esen_flows.stores import default_store
+
+    store = default_store(tmp_path_factory.mktemp("kappa"))
+    return store, run(store, maker(), structures())
+
+
+def test_maker_equals_phono3py_driven_directly(kappa_run):
+    store, docs = kappa_run
+    for label in ("Cu-fcc", "Cu3Au-L12"):
+        doc = docs[label]
+        assert doc.status == "ok" and doc.dynamically_stable and doc.relax_converged
+        assert doc.mesh == MESHES[label] and doc.temperatures == TEMPERATURES
+        tc = phono3py_directly(doc).thermal_conductivity
+        np.testing.assert_allclose(doc.kappa, tc.kappa[0], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(doc.kappa_particle, tc.kappa_intra[0], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(doc.kappa_mean, tc.kappa[0][:, :3].mean(axis=1), rtol=1e-6)
+        # the mode conductivity in the data store adds up to kappa (coherence split per mode)
+        modes = doc.mode_data(store)
+        total = modes["mode_kappa"].sum(axis=(1, 2)) / modes["weights"].sum()
+        np.testing.assert_allclose(total, doc.kappa, rtol=1e-9, atol=1e-12)
+        assert doc.kappa_mean[1] < doc.kappa_mean[0]  # Umklapp: kappa falls with T
+        assert doc.symmetry_broken is False and doc.spacegroup == doc.spacegroup_input
+    assert np.asarray(docs["Cu3Au-L12"].kappa_coherence).max() > 0  # 12 bands: coherence
+
+
+def test_unstable_structure_gets_no_fc3_and_bad_input_fails_alone(kappa_run):
+    _store, docs = kappa_run
+    bcc = docs["Cu-bcc"]
+    assert bcc.status == "ok" and bcc.dynamically_stable is False
+    assert bcc.n_fc3_displacements == 0 and bcc.kappa is None and bcc.n_imaginary > 0
+    assert "dynamically unstable" in bcc.reason and bcc.min_frequency < -0.01
+    assert docs["Si"].status == "failed" and "Si" in docs["Si"].reason
+
+
+def test_no_fc3_supercell_of_an_unstable_structure_is_evaluated(count_evaluations):
+    from esen_flows.io import load_structures
+    from esen_flows.potentials import get_potential
+    from esen_flows.tasks.conductivity import ConductivitySettings, run_conductivity
+
+    settings = ConductivitySettings(
+        relax=False, supercell_matrix=[2, 2, 2], fc2_supercell_matrix=[2, 2, 2], mesh=(4, 4, 4)
+    )
+    bcc = labelled(bulk("Cu", "bcc", a=2.90), "bcc")
+    (doc,) = run_conductivity(load_structures([bcc]), get_potential("emt"), settings)
+    assert doc.dynamically_stable is False
+    assert len(count_evaluations) == doc.n_fc2_displacements  # fc2 only
+
+
+def test_rerun_computes_nothing_and_results_reload(kappa_run, count_evaluations):
+    from esen_flows.stores import results_store
+
+    store, docs = kappa_run
+    n_rows = results_store(store).count({"kind": "conductivity"})
+    again = run(store, maker(), structures())
+    assert results_store(store).count({"kind": "conductivity"}) == n_rows
+    assert count_evaluations == []  # nothing evaluated: every result came from the store
+    assert again["Cu-fcc"].kappa == docs["Cu-fcc"].kappa
+    ph3 = docs["Cu-fcc"].to_phono3py(store)
+    assert ph3.fc3 is not None and ph3.fc2 is not None
+    ph3.mesh_numbers = docs["Cu-fcc"].mesh
+    ph3.init_phph_interaction()
+    ph3.run_thermal_conductivity(temperatures=TEMPERATURES, is_isotope=True, transport_type="SMM19")
+    # same fc, cell re-read from text at 1e-16: phono3py's tetrahedron weights at exactly
+    # degenerate triplets move kappa by ~1e-4 on this coarse mesh (1e-6 needs identical input)
+    reread = ph3.thermal_conductivity.kappa[0][:, :3]
+    np.testing.assert_allclose(reread, np.asarray(docs["Cu-fcc"].kappa)[:, :3], rtol=1e-3)
+    unstable = docs["Cu-bcc"].to_phono3py(store)
+    assert unstable.fc2 is not None and unstable.fc3 is None
+
+
+def test_export_writes_phono3py_files_that_phono3py_loads(kappa_run, tmp_path):
+    import phono3py
+
+    from esen_flows.cli import main
+
+    store, docs = kappa_run
+    folder = store.docs_store.database_path
+    assert main(["export", "--store", folder, "--label", "Cu-fcc", "--out", str(tmp_path)]) == 0
+    out = tmp_path / "Cu-fcc"
+    assert {"phono3py_params.yaml", "fc2.hdf5", "fc3.hdf5"} <= {p.name for p in out.iterdir()}
+    loaded = phono3py.load(
+        out / "phono3py_params.yaml",
+        fc3_filename=out / "fc3.hdf5",
+        fc2_filename=out / "fc2.hdf5",
+        log_level=0,
+    )
+    np.testing.assert_allclose(loaded.fc3, docs["Cu-fcc"].to_phono3py(store).fc3, atol=1e-12)
+    fresh = phono3py.load(out / "phono3py_params.yaml", log_level=0)  # fc from the forces
+    assert fresh.fc3.shape == loaded.fc3.shape
+
+
+def test_symmetric_relative_difference_and_error_by_hand():
+    assert srd(3.0, 1.0) == pytest.approx(1.0)  # 2 * 2 / 4
+    assert srd(1.0, 3.0) == pytest.approx(-1.0)
+    assert sre(1.0, 3.0) == sre(3.0, 1.0) == pytest.approx(1.0)
+    assert srd(None, 5.0) == -2.0 and srd(float("nan"), 5.0) == -2.0 and sre(None, 1.0) == 2.0
+    with pytest.raises(ValueError, match="reference"):
+        srd(1.0, float("nan"))
+
+
+def test_srme_by_hand_and_the_rules_that_make_it_two():
+    # two irreducible q-points with weights 1 and 3 (4 mesh points), one band, Voigt 6
+    pred = np.zeros((2, 1, 6))
+    ref = np.zeros((2, 1, 6))
+    pred[0, 0, :3] = [3.0, 3.0, 3.0]  # mode average 3
+    ref[0, 0, :3] = [1.0, 2.0, 3.0]  # mode average 2
+    pred[1, 0, :3] = [6.0, 0.0, 0.0]  # mode average 2
+    ref[1, 0, :3] = [0.0, 0.0, 12.0]  # mode average 4
+    weights = np.array([1, 3])
+    k_pred = pred.sum(axis=(0, 1))[:3].mean() / 4  # 5 / 4
+    k_ref = ref.sum(axis=(0, 1))[:3].mean() / 4  # 6 / 4
+    expected = 2 * ((1 + 2) / 4) / (k_pred + k_ref)  # = 1.5 / 2.75
+    assert srme(pred, weights, k_pred, ref, k_ref) == pytest.approx(expected)
+    assert srme(ref, weights, k_ref, ref, k_ref) == 0.0
+    assert srme(pred, weights, k_pred, ref, k_ref, imaginary=True) == 2.0
+    assert srme(pred, weights, k_pred, ref, k_ref, symmetry_broken=True) == 2.0
+    assert srme(None, weights, None, ref, k_ref) == 2.0
+    nan = pred.copy()
+    nan[0, 0, 0] = np.nan
+    assert srme(nan, weights, k_pred, ref, k_ref) == 2.0
+    assert srme(pred, weights, float("nan"), ref, k_ref) == 2.0
+    with pytest.raises(ValueError, match="same mesh"):
+        srme(pred[:1], weights[:1], k_pred, ref, k_ref)
+
+
+def test_kappa_metrics_of_the_shipped_model_against_emt(kappa_run):
+    from esen_flows.analysis.conductivity import kappa_average
+
+    store, docs = kappa_run
+    items = [labelled(bulk("Cu", "fcc", a=3.65, cubic=True), "Cu-fcc")]
+    tiny = run(store, maker(potential="esen-emt-tiny", temperatures=[300.0]), items)
+    doc = tiny["Cu-fcc"]
+    assert doc.status == "ok" and doc.dynamically_stable and doc.mesh == docs["Cu-fcc"].mesh
+    table = kappa_metrics(store, "esen-emt-tiny", "emt", labels=["Cu-fcc"])
+    row = table.set_index("label").loc["Cu-fcc"]
+    k_pred, k_ref = doc.kappa_at(300.0), docs["Cu-fcc"].kappa_at(300.0)
+    mine = kappa_average(doc.mode_data(store)["mode_kappa"][0])
+    ref = kappa_average(docs["Cu-fcc"].mode_data(store)["mode_kappa"][1])  # 300 K of 100, 300
+    weights = doc.mode_data(store)["weights"]
+    by_hand = 2 * np.abs(mine - ref).sum() / weights.sum() / (k_pred + k_ref)
+    assert row.srme == pytest.approx(by_hand, rel=1e-12)
+    assert row.sre == pytest.approx(abs(2 * (k_pred - k_ref) / (k_pred + k_ref)), rel=1e-12)
+    assert 0 < row.srme < 2 and row.sre <= row.srme + 1e-12
+    with pytest.raises(ValueError, match="reference has no conductivity"):
+        kappa_metrics(store, "esen-emt-tiny", "emt")  # bcc Cu with EMT is unstable
+
+
+def test_matbench_discovery_preset_and_per_structure_settings(tmp_path):
+    import ase.io
+
+    from esen_flows.io import load_structures
+    from esen_flows.tasks.conductivity import own_settings
+
+    m = ThermalConductivityMaker.matbench_discovery(potential="emt")
+    s = m.settings()
+    assert (s.fmax, s.max_steps, s.displacement, s.phono3py_symprec) == (1e-4, 300, 0.03, 1e-5)
+    assert s.temperatures == (300.0,) and s.wigner and s.isotope and s.method == "rta"
+    assert s.mesh == (20, 20, 20) and s.boundary_mfp == 1e6 and s.symmetrize
+    # a kappa-103 style frame carries its own supercells and mesh
+    atoms = labelled(bulk("Cu", "fcc", a=3.6), "mp-30")
+    atoms.info.update(fc2_supercell=np.diag([4, 4, 4]), fc3_supercell=np.diag([2, 2, 2]))
+    atoms.info["q_point_mesh"] = [19, 19, 19]
+    ase.io.write(tmp_path / "k.extxyz", atoms)
+    (item,) = load_structures([tmp_path / "k.extxyz"])
+    own = own_settings(item, s.as_dict())
+    assert own["supercell_matrix"] == np.diag([2] * 3).tolist()
+    assert own["fc2_supercell_matrix"] == np.diag([4] * 3).tolist() and own["mesh"] == [19] * 3
+
+
+def test_bad_settings_are_refused_when_the_flow_is_made():
+    for bad, match in (
+        (dict(method="bte"), "method"),
+        (dict(mesh=[0, 4, 4]), "mesh"),
+        (dict(mesh=-3.0), "mesh"),
+        (dict(temperatures=[-10.0]), "temperatures"),
+        (dict(supercell_matrix=[[1, 0], [0, 1]]), "supercell_matrix"),
+        (dict(displacement=0.0), "displacement"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ThermalConductivityMaker(**bad).make(bulk("Cu"))
+    with pytest.raises(ValueError, match="2 values of q_point_mesh for 1"):
+        ThermalConductivityMaker().make(bulk("Cu"), meshes=[[4, 4, 4], None])
