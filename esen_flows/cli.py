@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="smallest supercell width for phonons, A (default: 15)",
     )
+    screen.add_argument(
+        "--conductivity",
+        action="store_true",
+        help="lattice thermal conductivity (phono3py, Matbench Discovery's protocol at 300 K) "
+        "for the dynamically stable phonon results (or the candidates without --phonons)",
+    )
+    screen.add_argument(
+        "--kappa-mesh",
+        type=_positive_int,
+        default=None,
+        help="q-mesh n x n x n of the conductivity (default: 20, Matbench Discovery's)",
+    )
 
     hull = sub.add_parser("hull", help="print the hull table of a store")
     hull.add_argument("--store", "-s", required=True, help="folder of the results store")
@@ -160,7 +172,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from esen_flows.io import UnreadableInput, get_label, load_structures
-    from esen_flows.makers import BatchRelaxMaker, PhononMaker, ScreeningMaker
+    from esen_flows.makers import (
+        BatchRelaxMaker,
+        PhononMaker,
+        ScreeningMaker,
+        ThermalConductivityMaker,
+    )
     from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.stores import default_store
 
@@ -190,6 +207,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
         reference_entries=_read_references(args.references),
         phonons=args.phonons,
         phonon_maker=PhononMaker(min_length=args.phonon_min_length, device=args.device),
+        conductivity=args.conductivity,
+        conductivity_maker=ThermalConductivityMaker.matbench_discovery(
+            device=args.device, **({"mesh": [args.kappa_mesh] * 3} if args.kappa_mesh else {})
+        ),
     )
     flow = maker.make(items)
     store = default_store(args.store)
@@ -210,7 +231,22 @@ def cmd_screen(args: argparse.Namespace) -> int:
     _print_summary(store, console, labels=labels, potential=potential_name)
     if args.phonons:
         _print_phonons(store, console, labels=labels, potential=potential_name)
+    if args.conductivity:
+        _print_conductivity(store, console, labels=labels, potential=potential_name)
     return 0
+
+
+def _print_conductivity(store, console, labels: set[str], potential: str) -> None:
+    """Lattice thermal conductivity of this screen's structures at 300 K."""
+    from esen_flows.analysis.query import conductivity_table
+
+    table = conductivity_table(store, potential=potential)
+    table = table[table.label.isin(labels)]
+    if table.empty:
+        console.print("no structure went on to the conductivity")
+        return
+    cols = ["label", "formula", "dynamically_stable", "kappa", "kappa_coherence", "mesh"]
+    _print_table(table, console, "lattice thermal conductivity at 300 K (W/(m K))", cols=cols)
 
 
 def _print_phonons(store, console, labels: set[str], potential: str) -> None:

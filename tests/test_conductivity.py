@@ -285,3 +285,36 @@ def test_bad_settings_are_refused_when_the_flow_is_made():
             ThermalConductivityMaker(**bad).make(bulk("Cu"))
     with pytest.raises(ValueError, match="2 values of q_point_mesh for 1"):
         ThermalConductivityMaker().make(bulk("Cu"), meshes=[[4, 4, 4], None])
+
+
+def test_screen_adds_conductivity_for_the_dynamically_stable(store, tmp_path):
+    from conftest import alloy_structures
+
+    from esen_flows.analysis.report import write_report
+    from esen_flows.makers import PhononMaker, ScreeningMaker
+
+    items = [*alloy_structures(2, seed=3), labelled(cu3au(), "Cu3Au-L12")]
+    screen = ScreeningMaker(
+        potential="emt",
+        e_hull_max=0.03,
+        phonons=True,
+        phonon_maker=PhononMaker(min_length=6.0, fmax=1e-3, max_steps=300),
+        conductivity=True,
+        conductivity_maker=ThermalConductivityMaker(
+            supercell_matrix=[1, 1, 1],
+            fc2_supercell_matrix=[2, 2, 2],
+            mesh=[4, 4, 4],
+            temperatures=[300.0],
+            fmax=1e-3,
+        ),
+    )
+    flow = screen.make(items)
+    assert [j.name for j in flow.jobs][-3:] == ["hull", "phonon stage", "conductivity stage"]
+    run_locally(flow, store=store, create_folders=False, log=False)
+    phonons = {d.label: d for d in query(store, "phonon")}
+    kappas = {d.label: d for d in query(store, "conductivity")}
+    stable = {label for label, d in phonons.items() if d.dynamically_stable}
+    assert "Cu3Au-L12" in stable and set(kappas) == stable
+    assert all(d.status == "ok" and d.kappa_mean[0] > 0 for d in kappas.values())
+    html = write_report(store, tmp_path / "report.html").read_text()
+    assert "<h2>Lattice thermal conductivity</h2>" in html and "kappa against temperature" in html

@@ -241,10 +241,10 @@ def conductivity_frame(
 def plot_kappa(docs: Sequence[ConductivityDocument], ax: Any = None, max_lines: int = 12) -> Any:
     """kappa(T), (xx+yy+zz)/3 in W/(m K) on a log axis, one line per structure (the
     ``max_lines`` highest at 300 K or the highest temperature); returns the matplotlib axes."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    if ax is None:
-        _fig, ax = plt.subplots(figsize=(6, 4))
+    if ax is None:  # no pyplot: works headless and in threads
+        ax = Figure(figsize=(6, 4), layout="constrained").add_subplot()
     done = [d for d in docs if d.kappa_mean and d.temperatures]
     done.sort(key=lambda d: -d.kappa_mean[-1])
     for d in done[:max_lines]:

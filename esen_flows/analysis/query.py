@@ -118,16 +118,26 @@ PHONON_COLUMNS = [
 ]
 
 
-def phonon_documents(
-    store: JobStore | str | Path, potential: str | None = None, chemsys: str | None = None
+def latest_documents(
+    store: JobStore | str | Path,
+    kind: str,
+    potential: str | None = None,
+    chemsys: str | None = None,
 ) -> list[ResultDocument]:
-    """The newest phonon document of each label, optionally of one potential and within a
-    chemical system (``"Cu-Au"``)."""
+    """The newest document of ``kind`` for each label, optionally of one potential and within
+    a chemical system (``"Cu-Au"``)."""
     if chemsys is not None:
         chemsys = normalise_chemsys(chemsys)
     filters = {} if potential is None else {"potential": potential}
-    docs = latest_per_label(query(store, "phonon", **filters))
+    docs = latest_per_label(query(store, kind, **filters))
     return [d for d in docs if chemsys is None or _in_chemsys(d.chemsys, chemsys)]
+
+
+def phonon_documents(
+    store: JobStore | str | Path, potential: str | None = None, chemsys: str | None = None
+) -> list[ResultDocument]:
+    """The newest phonon document of each label (``latest_documents``)."""
+    return latest_documents(store, "phonon", potential, chemsys)
 
 
 def phonon_frame(docs: list[ResultDocument], temperature: float = 300.0) -> pd.DataFrame:
@@ -161,3 +171,24 @@ def phonon_table(
         of primitive cells; unstable structures first, then by label.
     """
     return phonon_frame(phonon_documents(store, potential, chemsys), temperature)
+
+
+def conductivity_table(
+    store: JobStore | str | Path,
+    temperature: float = 300.0,
+    potential: str | None = None,
+    chemsys: str | None = None,
+) -> pd.DataFrame:
+    """Lattice thermal conductivity of every conductivity result, one row per label.
+
+    Returns
+    -------
+    DataFrame
+        ``CONDUCTIVITY_COLUMNS``: ``kappa`` and its particle and coherence parts at
+        ``temperature`` K, W/(m K), (xx+yy+zz)/3; highest kappa first.
+    """
+    from esen_flows.analysis.conductivity import conductivity_frame
+
+    docs = latest_documents(store, "conductivity", potential, chemsys)
+    table = conductivity_frame(docs, temperature)  # type: ignore[arg-type]
+    return table.sort_values(["kappa", "label"], ascending=[False, True], na_position="last")

@@ -26,6 +26,7 @@ from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from esen_flows.analysis.query import (
     hull_table,
+    latest_documents,
     latest_per_label,
     phonon_documents,
     phonon_frame,
@@ -435,6 +436,30 @@ def _phonons_html(store: JobStore, chemsys: str | None) -> str:
     return "\n".join(parts)
 
 
+def _conductivity_html(store: JobStore, chemsys: str | None) -> str:
+    """Conductivity table at 300 K and the kappa(T) plot."""
+    from esen_flows.analysis.conductivity import conductivity_frame, plot_kappa
+
+    docs = latest_documents(store, "conductivity", chemsys=chemsys)
+    if not docs:
+        return ""
+    table = conductivity_frame(docs).drop(columns=["reason"])  # type: ignore[arg-type]
+    for col in ("kappa", "kappa_particle", "kappa_coherence"):
+        table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    parts = [
+        "<h2>Lattice thermal conductivity</h2>",
+        "<p>kappa at 300 K in W/(m K), (xx+yy+zz)/3 (phono3py); the coherence part is that of "
+        "the Wigner equation when it was included. Structures with imaginary modes get no "
+        "kappa.</p>",
+        table.to_html(index=False, border=0, na_rep="", escape=True),
+    ]
+    if any(d.kappa_mean for d in docs):  # type: ignore[attr-defined]
+        parts.append(
+            _figure_html("kappa against temperature", lambda: plot_kappa(docs).figure)  # type: ignore[arg-type]
+        )
+    return "\n".join(parts)
+
+
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
@@ -482,6 +507,7 @@ def write_report(
         _metrics_html(metrics) if metrics is not None else "",
         _plots_html(docs),
         _phonons_html(store, chemsys),
+        _conductivity_html(store, chemsys),
     ]
     page = (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"

@@ -11,9 +11,10 @@ from pymatgen.entries.computed_entries import ComputedEntry
 
 from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
 from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures, with_label
+from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
-from esen_flows.schemas import RelaxationDocument, StabilityDocument
+from esen_flows.schemas import PhononDocument, RelaxationDocument, StabilityDocument
 from esen_flows.stores import save_documents
 
 
@@ -50,6 +51,20 @@ def stability_job(
     return stability
 
 
+def _batched(maker: Maker, structures: list[Structure], size: int, what: str) -> Response:
+    """Replace the calling job by ceil(n / ``size``) jobs of ``maker`` (named "``what`` b/N")."""
+    if not structures:
+        return Response(output=[])
+    n_batches = math.ceil(len(structures) / size)
+    jobs = [
+        replace(maker, name=f"{what} {b + 1}/{n_batches}").make(
+            structures[b * size : (b + 1) * size]
+        )
+        for b in range(n_batches)
+    ]
+    return Response(replace=Flow(jobs, output=[j.output for j in jobs], name=what))
+
+
 @job
 def phonon_stage(
     stability: list[StabilityDocument], phonon_maker: PhononMaker, batch_size: int = 50
@@ -61,16 +76,28 @@ def phonon_stage(
         for d in stability
         if d.status == "ok" and d.candidate and d.structure is not None
     ]
-    if not candidates:
-        return Response(output=[])
-    n_batches = math.ceil(len(candidates) / batch_size)
-    jobs = [
-        replace(phonon_maker, name=f"phonons {b + 1}/{n_batches}").make(
-            candidates[b * batch_size : (b + 1) * batch_size]
-        )
-        for b in range(n_batches)
+    return _batched(phonon_maker, candidates, batch_size, "phonons")
+
+
+@job
+def conductivity_stage(
+    previous: list[StabilityDocument] | list[list[PhononDocument]],
+    maker: ThermalConductivityMaker,
+    batch_size: int = 20,
+) -> Response:
+    """Conductivity added at run time: for the dynamically stable phonon results (their
+    relaxed cells), or, after the hull directly, for the candidates (the maker's own fc2 check
+    then spares the unstable ones their fc3). Replaces itself with ceil(n / ``batch_size``)
+    ``ThermalConductivityMaker`` jobs."""
+    flat = [d for item in previous for d in (item if isinstance(item, list) else [item])]
+    chosen = [
+        with_label(d.structure, d.label)
+        for d in flat
+        if d.status == "ok"
+        and d.structure is not None
+        and (d.dynamically_stable if isinstance(d, PhononDocument) else d.candidate)
     ]
-    return Response(replace=Flow(jobs, output=[j.output for j in jobs], name="phonons"))
+    return _batched(maker, chosen, batch_size, "conductivity")
 
 
 @dataclass
@@ -79,8 +106,10 @@ class ScreeningMaker(Maker):
 
     The flow has ceil(n / batch_size) relaxation jobs, one job relaxing the elemental
     references (fcc, bcc, hcp of every element screened; skipped when ``reference_entries`` are
-    given) and one hull job; with ``phonons=True`` a last job that, once the hull is known,
-    replaces itself with ceil(candidates / ``phonon_batch_size``) ``PhononMaker`` jobs.
+    given) and one hull job; with ``phonons=True`` a job that, once the hull is known, replaces
+    itself with ceil(candidates / ``phonon_batch_size``) ``PhononMaker`` jobs; with
+    ``conductivity=True`` a last one that replaces itself with ``ThermalConductivityMaker`` jobs
+    for the dynamically stable.
 
     Parameters
     ----------
@@ -108,6 +137,14 @@ class ScreeningMaker(Maker):
         Phonon settings; its ``potential`` is replaced by this maker's.
     phonon_batch_size
         Structures per phonon job.
+    conductivity
+        Lattice thermal conductivity (``conductivity_maker``) for the dynamically stable
+        phonon results (or, without ``phonons``, for the candidates: the maker's fc2 check skips
+        the unstable), in jobs of ``conductivity_batch_size`` added at run time.
+    conductivity_maker
+        Conductivity settings; its ``potential`` is replaced by this maker's.
+    conductivity_batch_size
+        Structures per conductivity job.
     """
 
     name: str = "screen"
@@ -120,10 +157,13 @@ class ScreeningMaker(Maker):
     phonons: bool = False
     phonon_maker: PhononMaker = field(default_factory=PhononMaker)
     phonon_batch_size: int = 50
+    conductivity: bool = False
+    conductivity_maker: ThermalConductivityMaker = field(default_factory=ThermalConductivityMaker)
+    conductivity_batch_size: int = 20
 
     def make(self, structures: StructureInput | list[StructureInput]) -> Flow:
         """The screening flow for ``structures`` (Structures, Atoms, files or folders)."""
-        for name in ("batch_size", "phonon_batch_size"):
+        for name in ("batch_size", "phonon_batch_size", "conductivity_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         items: list[Structure | UnreadableInput] = load_structures(structures)
@@ -163,4 +203,11 @@ class ScreeningMaker(Maker):
             stage = phonon_stage(hull.output, phonon_maker, self.phonon_batch_size)
             stage.name = "phonon stage"
             stages.append(stage)
+        if self.conductivity:
+            kappa_maker = replace(self.conductivity_maker, potential=self.potential)
+            kappa_maker.settings()  # bad settings fail now, not after hours of phonons
+            previous = stages[-1].output  # the phonon stage's (once replaced) or the hull's
+            kstage = conductivity_stage(previous, kappa_maker, self.conductivity_batch_size)
+            kstage.name = "conductivity stage"
+            stages.append(kstage)
         return Flow(stages, output=hull.output, name=self.name)

@@ -1,0 +1,274 @@
+"""Lattice thermal conductivity: the shipped esen-emt-tiny against EMT, and the
+ThermalConductivityMaker against phono3py driven directly, in one run.
+
+A set of EMT crystals (fcc elements and L1_2 / L1_0 ordered alloys, conventional cubic cells at
+experimental lattice constants, so every side relaxes them) goes through Matbench Discovery's
+kappa protocol: FIRE + Frechet cell filter + symmetry to fmax 1e-4 eV/A within 300 steps,
+phono3py displacements of 0.03 A, fc3 in the 2x2x2 and fc2 in the 3x3x3 supercell, symmetrised
+fc2 and fc3, the imaginary-mode check from fc2, then the Wigner equation in the RTA at 300 K with
+isotopes. Three runs, the same settings and meshes:
+
+1. reference: ``ThermalConductivityMaker`` with EMT itself;
+2. esen-flows: ``ThermalConductivityMaker`` with esen-emt-tiny (float64), one job for all
+   structures, all fc2 and then all fc3 supercells evaluated as batches;
+3. peer: phono3py driven directly with esen-emt-tiny's ASE calculator, as Matbench Discovery's
+   own script does it: per structure, ASE's FIRE with FixSymmetry and FrechetCellFilter, then
+   every displaced supercell one at a time, produce fc2, the check, fc3, the conductivity.
+
+Printed: per structure kappa (W/(m K)) of EMT and of esen-emt-tiny, SRE and SRME (Matbench
+Discovery's definitions, 300 K), the two esen-emt-tiny runs' agreement, and the wall times with
+the peer's split (relaxation, forces, phono3py's own work).
+
+Usage::
+
+    python benchmarks/kappa.py [--quick] [--threads 2]
+
+The last line is a JSON object with ``speedup_vs_phono3py_loop`` (the peer's wall time over the
+maker's) and ``srme`` (mean over the structures), ``sre``, and the time shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.data import atomic_numbers, reference_states
+
+from esen_flows.analysis.conductivity import kappa_metrics
+from esen_flows.analysis.phonons import dynamic_stability
+from esen_flows.dynamics.conductivity import mesh_frequencies
+from esen_flows.makers import ThermalConductivityMaker
+from esen_flows.potentials import get_potential
+
+POTENTIAL = "esen-emt-tiny"
+FC3 = [2, 2, 2]
+FC2 = [3, 3, 3]
+TEMPERATURE = 300.0
+
+
+def lattice_constant(symbol: str) -> float:
+    return float(reference_states[atomic_numbers[symbol]]["a"])
+
+
+def fcc(symbol: str) -> Atoms:
+    atoms = bulk(symbol, "fcc", a=lattice_constant(symbol), cubic=True)
+    atoms.info["label"] = f"{symbol}-fcc"
+    return atoms
+
+
+def ordered(kind: str, a_sym: str, b_sym: str) -> Atoms:
+    """L1_2 A3B (B at the corner) or L1_0 AB (alternating (001) planes), conventional cell at
+    Vegard's lattice constant."""
+    if kind == "L12":
+        a = 0.75 * lattice_constant(a_sym) + 0.25 * lattice_constant(b_sym)
+        atoms = bulk(a_sym, "fcc", a=a, cubic=True)
+        atoms.symbols[0] = b_sym
+        atoms.info["label"] = f"{a_sym}3{b_sym}-L12"
+    else:
+        a = 0.5 * (lattice_constant(a_sym) + lattice_constant(b_sym))
+        atoms = bulk(a_sym, "fcc", a=a, cubic=True)
+        atoms.symbols[2] = b_sym  # (0.5, 0, 0.5)
+        atoms.symbols[1] = b_sym  # (0, 0.5, 0.5): B on z = 1/2, A on z = 0
+        atoms.info["label"] = f"{a_sym}{b_sym}-L10"
+    return atoms
+
+
+def crystals(quick: bool) -> list[Atoms]:
+    if quick:
+        return [fcc("Cu"), fcc("Al"), ordered("L12", "Cu", "Au")]
+    return [
+        *(fcc(s) for s in ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")),
+        ordered("L12", "Cu", "Au"),
+        ordered("L12", "Ni", "Al"),
+        ordered("L12", "Pt", "Ni"),
+        ordered("L10", "Cu", "Au"),
+    ]
+
+
+def mesh_for(atoms: Atoms, quick: bool) -> list[int]:
+    """A q-mesh per structure: denser for the 1-atom fcc primitive cells (Matbench Discovery
+    gives each structure its own)."""
+    if len(set(atoms.get_chemical_symbols())) == 1:
+        return [9, 9, 9] if quick else [13, 13, 13]
+    return [5, 5, 5] if quick else [7, 7, 7]
+
+
+def maker(potential: str) -> ThermalConductivityMaker:
+    return ThermalConductivityMaker.matbench_discovery(
+        potential=potential,
+        supercell_matrix=FC3,
+        fc2_supercell_matrix=FC2,
+        dtype="float64",
+    )
+
+
+def run_maker(potential: str, items: list[Atoms], meshes, store) -> float:
+    from jobflow import run_locally
+
+    start = time.perf_counter()
+    job = maker(potential).make([a.copy() for a in items], meshes=meshes)
+    run_locally(job, store=store, create_folders=False, log=False, ensure_success=True)
+    return time.perf_counter() - start
+
+
+def phono3py_loop(items: list[Atoms], meshes) -> tuple[dict[str, float], dict[str, float]]:
+    """Matbench Discovery's own way: per structure, ASE relaxation, then phono3py with the
+    calculator one supercell at a time. Returns kappa per label and the time split."""
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+    from phono3py import Phono3py
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    settings = maker(POTENTIAL).settings()
+    calc = get_potential(POTENTIAL, dtype="float64").as_calculator()
+    times = {"relax": 0.0, "forces": 0.0, "phono3py": 0.0}
+    kappas: dict[str, float] = {}
+
+    def forces(cells) -> np.ndarray:
+        out = []
+        for cell in cells:
+            sc = Atoms(cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions)
+            sc.pbc = True
+            sc.calc = calc
+            out.append(sc.get_forces())
+        return np.array(out)
+
+    for atoms, mesh in zip(items, meshes, strict=True):
+        atoms = atoms.copy()
+        t0 = time.perf_counter()
+        atoms.calc = calc
+        atoms.set_constraint(FixSymmetry(atoms))
+        FIRE(FrechetCellFilter(atoms), logfile=None).run(
+            fmax=settings.fmax, steps=settings.max_steps
+        )
+        atoms.set_constraint()
+        t1 = time.perf_counter()
+        unitcell = PhonopyAtoms(
+            symbols=atoms.get_chemical_symbols(),
+            cell=atoms.cell.array,
+            scaled_positions=atoms.get_scaled_positions(),
+        )
+        ph3 = Phono3py(
+            unitcell,
+            supercell_matrix=np.diag(FC3),
+            phonon_supercell_matrix=np.diag(FC2),
+            primitive_matrix="auto",
+        )
+        ph3.generate_displacements(distance=settings.displacement)
+        t2 = time.perf_counter()
+        ph3.phonon_forces = forces(ph3.phonon_supercells_with_displacements)
+        t3 = time.perf_counter()
+        ph3.produce_fc2()
+        ph3.symmetrize_fc2()
+        qpoints, freqs = mesh_frequencies(ph3, mesh)
+        stable = dynamic_stability(qpoints, freqs).dynamically_stable
+        t4 = time.perf_counter()
+        times["relax"] += t1 - t0
+        times["phono3py"] += (t2 - t1) + (t4 - t3)
+        times["forces"] += t3 - t2
+        if not stable:
+            continue
+        t5 = time.perf_counter()
+        ph3.forces = forces(ph3.supercells_with_displacements)
+        t6 = time.perf_counter()
+        ph3.produce_fc3()
+        ph3.symmetrize_fc3()
+        ph3.mesh_numbers = mesh
+        ph3.init_phph_interaction()
+        ph3.run_thermal_conductivity(
+            temperatures=[TEMPERATURE],
+            is_isotope=True,
+            boundary_mfp=settings.boundary_mfp,
+            transport_type="SMM19",
+        )
+        kappas[atoms.info["label"]] = float(ph3.thermal_conductivity.kappa[0][0, :3].mean())
+        t7 = time.perf_counter()
+        times["forces"] += t6 - t5
+        times["phono3py"] += t7 - t6
+    return kappas, times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 crystals, coarser meshes")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    logging.getLogger("jobflow").setLevel(logging.WARNING)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from esen_flows.stores import default_store
+
+    items = crystals(args.quick)
+    meshes = [mesh_for(a, args.quick) for a in items]
+    labels = [a.info["label"] for a in items]
+    get_potential(POTENTIAL, dtype="float64")  # the model load is not timed on either side
+    with tempfile.TemporaryDirectory() as tmp:
+        store = default_store(tmp)
+        t_ref = run_maker("emt", items, meshes, store)
+        t_maker = run_maker(POTENTIAL, items, meshes, store)
+        loop_kappa, loop_times = phono3py_loop(items, meshes)
+        t_loop = sum(loop_times.values())
+        table = kappa_metrics(store, POTENTIAL, "emt", labels=labels).set_index("label")
+        from esen_flows.analysis import query
+
+        docs = {d.label: d for d in query(store, "conductivity", potential=POTENTIAL)}
+    head = ("structure", "mesh", "k EMT", "k tiny", "k loop", "SRE", "SRME")
+    print(f"{head[0]:<14}" + "".join(f"{h:>9}" for h in head[1:5]) + f"{head[5]:>7}{head[6]:>7}")
+    for label, mesh in zip(labels, meshes, strict=True):
+        row = table.loc[label]
+        k = "-" if row.kappa is None or np.isnan(row.kappa) else f"{row.kappa:.2f}"
+        kl = f"{loop_kappa[label]:.2f}" if label in loop_kappa else "-"
+        print(
+            f"{label:<14}{'x'.join(map(str, mesh)):>9}{row.kappa_ref:>9.2f}{k:>9}{kl:>9}"
+            f"{row.sre:>7.3f}{row.srme:>7.3f}  {row.note or ''}"
+        )
+    agree = [
+        abs(docs[lab].kappa_at(TEMPERATURE) / loop_kappa[lab] - 1)
+        for lab in labels
+        if lab in loop_kappa and docs[lab].kappa_mean
+    ]
+    speedup = t_loop / t_maker
+    print(
+        f"\nmean SRE {table.sre.mean():.3f}, mean SRME {table.srme.mean():.3f} "
+        f"(eSEN-30M-OAM published: 0.170); maker vs loop kappa within {max(agree):.2%}"
+    )
+    print(f"EMT reference maker: {t_ref:.1f} s")
+    print(f"esen-flows maker (esen-emt-tiny): {t_maker:.1f} s")
+    print(
+        f"phono3py loop (esen-emt-tiny): {t_loop:.1f} s = relax {loop_times['relax']:.1f} + "
+        f"forces {loop_times['forces']:.1f} + phono3py {loop_times['phono3py']:.1f}"
+    )
+    print(f"speed-up: {speedup:.2f}x")
+    print(
+        json.dumps(
+            {
+                "speedup_vs_phono3py_loop": round(speedup, 3),
+                "srme": round(float(table.srme.mean()), 4),
+                "sre": round(float(table.sre.mean()), 4),
+                "maker_s": round(t_maker, 2),
+                "loop_s": round(t_loop, 2),
+                "loop_phono3py_share": round(loop_times["phono3py"] / t_loop, 3),
+                "loop_forces_share": round(loop_times["forces"] / t_loop, 3),
+                "loop_relax_share": round(loop_times["relax"] / t_loop, 3),
+                "n_structures": len(items),
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
