@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen bench-phonons
+.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-relax: $(STAMP)
 # float64 (about 5 minutes on 2 cores; --quick: 4 structures). Not part of make test.
 bench-phonons: $(STAMP)
 	$(BIN)/python benchmarks/phonons.py
+
+# esen-emt-tiny's kappa SRME against EMT, and the maker against phono3py driven directly
+bench-kappa: $(STAMP)
+	$(BIN)/python benchmarks/kappa.py
 
 # A whole screen at 1,000, 3,000 and 10,000 structures with EMT and esen-emt-tiny on the embedded
 # store: wall time, peak memory, jobs, store size, cost per structure. Hours on 2 cores; --quick

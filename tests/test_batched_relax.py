@@ -149,6 +149,10 @@ def test_esen_budget_comes_from_memory():
     budget = p.batch_budget()
     assert budget.cutoff == p.model.config.cutoff
     assert budget.max_edges > 10_000 and budget.max_atoms >= 1
+    if p.device.type == "cpu":  # capped for throughput, not memory
+        from esen_flows.esen_potential import CPU_BATCH_BYTES
+
+        assert budget.max_edges <= CPU_BATCH_BYTES // p.bytes_per_edge()
     # float64 holds twice the bytes per edge
     assert get_potential("esen-emt-tiny", dtype="float64").bytes_per_edge() == (
         2 * p.bytes_per_edge()
