@@ -4,7 +4,9 @@ Run with ``make demo`` (or ``.venv/bin/python examples/demo.py``). The shipped e
 model relaxes the candidates and places them on the hull; the same screen with EMT, the
 potential the model was trained on, gives the reference labels, and the demo prints the F1 of
 the model's stable/unstable classification against EMT's. Then the structures on the model's
-hull get phonons (PhononMaker: symmetric tight relaxation, phonopy, dynamic stability). Each
+hull get phonons (PhononMaker: symmetric tight relaxation, phonopy, dynamic stability), and the
+small dynamically stable ones their lattice thermal conductivity (ThermalConductivityMaker:
+phono3py, fc2 and fc3 in batches). Each
 step is the public API a user would call; the same screen is one command line away::
 
     esen-flows screen examples/candidates.extxyz --potential esen-emt-tiny --store demo-results
@@ -28,9 +30,15 @@ from generate_candidates import generate_candidates
 
 from esen_flows.analysis import hull_table, phonon_table, query
 from esen_flows.analysis.metrics import compare_labels
+from esen_flows.analysis.query import conductivity_table
 from esen_flows.analysis.report import write_report
 from esen_flows.io import with_label
-from esen_flows.makers import BatchRelaxMaker, PhononMaker, ScreeningMaker
+from esen_flows.makers import (
+    BatchRelaxMaker,
+    PhononMaker,
+    ScreeningMaker,
+    ThermalConductivityMaker,
+)
 from esen_flows.stores import default_store
 
 
@@ -66,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-candidates", type=int, default=250)
     parser.add_argument("--no-phonons", action="store_true", help="skip the phonon step")
+    parser.add_argument(
+        "--no-conductivity", action="store_true", help="skip the thermal-conductivity step"
+    )
     args = parser.parse_args(argv)
 
     # 1. Candidates: fcc/bcc/hcp-derived binaries and ternaries up to 8 atoms, deduplicated.
@@ -131,13 +142,44 @@ def main(argv: list[str] | None = None) -> int:
         cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
         print(phonon_table(store, potential=args.potential)[cols].to_string(index=False))
 
-    # 6. The report: hull table, metrics, one hull plot per chemical system, phonons.
+    # 6. Lattice thermal conductivity (phono3py, RTA, 0-1000 K) of the cheapest dynamically
+    #    stable structure (a few minutes of fc3 supercells each on 2 cores: ask the maker for
+    #    more); the fc2 and fc3 supercells of all the structures given go as batches, and
+    #    structures with imaginary modes would get no fc3 work. (ScreeningMaker(conductivity=
+    #    True) does this inside the screen.)
+    if not args.no_phonons and not args.no_conductivity:
+        stable = [
+            d
+            for d in query(store, "phonon", potential=args.potential, status="ok")
+            if d.dynamically_stable and d.structure is not None and _cheap_for_fc3(d)
+        ]
+        stable.sort(key=lambda d: (d.n_sites, -_spacegroup_number(d), d.label))
+        stable = [with_label(d.structure, d.label) for d in stable[:1]]  # the cheapest
+        maker = ThermalConductivityMaker(potential=args.potential, mesh=[11, 11, 11])
+        t0 = time.perf_counter()
+        run_locally(maker.make(stable), store=store, create_folders=False, log=False)
+        print(f"\nconductivity of {len(stable)} structures in {time.perf_counter() - t0:.1f} s")
+        cols = ["label", "formula", "kappa", "kappa_coherence", "mesh", "n_fc3_displacements"]
+        print(conductivity_table(store, potential=args.potential)[cols].to_string(index=False))
+
+    # 7. The report: hull table, metrics, one hull plot per chemical system, phonons, kappa.
     title = f"Cu-Au-Ag-Pd screen ({args.potential})"
     if metrics is not None:
         title += f", scored against {args.reference}"
     out = write_report(store, args.report, title=title, metrics=metrics)
     print(f"report written to {out}")
     return 0
+
+
+def _spacegroup_number(doc) -> int:
+    return int(doc.spacegroup.rsplit("(", 1)[-1].rstrip(")")) if doc.spacegroup else 0
+
+
+def _cheap_for_fc3(doc) -> bool:
+    """At most 4 atoms and tetragonal or higher symmetry: phono3py's pair displacements grow
+    with the square of the atoms a low symmetry leaves inequivalent (hundreds of supercells
+    for these alloys, thousands for a 4-atom monoclinic cell, a few dozen for fcc)."""
+    return doc.n_sites <= 4 and _spacegroup_number(doc) >= 75
 
 
 if __name__ == "__main__":

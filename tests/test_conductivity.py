@@ -318,3 +318,17 @@ def test_screen_adds_conductivity_for_the_dynamically_stable(store, tmp_path):
     assert all(d.status == "ok" and d.kappa_mean[0] > 0 for d in kappas.values())
     html = write_report(store, tmp_path / "report.html").read_text()
     assert "<h2>Lattice thermal conductivity</h2>" in html and "kappa against temperature" in html
+
+
+def test_default_supercells_are_built_on_the_conventional_cell(store):
+    """Without supercells the cell becomes its conventional standard cell (same orientation):
+    diagonal supercells of it keep the point group."""
+    primitive = labelled(bulk("Cu", "fcc", a=3.6), "Cu-primitive")
+    m = ThermalConductivityMaker(
+        potential="emt", relax=False, mesh=[5, 5, 5], temperatures=[300.0], fc2_min_length=7.0
+    )
+    run_locally(m.make(primitive), store=store, create_folders=False, log=False)
+    (doc,) = query(store, "conductivity")
+    assert doc.status == "ok" and len(doc.structure) == 4 and doc.n_sites == 1
+    np.testing.assert_allclose(doc.structure.lattice.abc, [3.6] * 3, atol=1e-9)
+    assert doc.supercell_matrix == np.diag([2] * 3).tolist() and doc.n_fc3_displacements == 37

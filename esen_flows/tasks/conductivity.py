@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import spglib
+from ase import Atoms
 from jobflow import JobStore
 from phono3py import Phono3py
 from pymatgen.core import Structure
@@ -33,13 +35,12 @@ from esen_flows.dynamics.conductivity import (
     wigner_available,
 )
 from esen_flows.dynamics.phonons import PHONOPY_SYMPREC, supercell_for_length
-from esen_flows.io import UnreadableInput
+from esen_flows.io import UnreadableInput, to_atoms, to_structure
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import MODE_ARRAYS, ConductivityDocument
 from esen_flows.stores import encode_array, save_data, save_documents
-from esen_flows.tasks.lattice import Prepared, SymmetricRelax, chunks, prepare
+from esen_flows.tasks.lattice import Prepared, chunks, prepare
 from esen_flows.tasks.phonons import CHUNK_BUDGETS, checked_supercell
-from esen_flows.tasks.relax import precision
 
 #: A structure's own settings, in its ``properties`` (the keys of Matbench Discovery's kappa-103
 #: extxyz frames, so its structures run with their own supercells and meshes).
@@ -218,18 +219,12 @@ def run_conductivity(
     arrays are written per chunk. A dynamically unstable structure gets a document that says so
     (no fc3, no kappa); one that fails gets a ``failed`` document.
     """
-    base = {**settings.as_dict(), "dtype": precision(potential)}
-    relax = (
-        SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
-        if settings.relax
-        else None
-    )
     state = prepare(
         items,
         potential,
-        [own_settings(item, base) for item in items],
+        settings,
+        own_settings,
         ConductivityDocument,
-        relax,
         settings.phono3py_symprec,
         store=store,
         retry_failed=retry_failed,
@@ -260,13 +255,21 @@ def run_conductivity(
 
 
 def _setup(state: Prepared, i: int, settings: ConductivitySettings) -> Phono3py:
-    """phono3py with fc3 and fc2 displacements for one (relaxed) unit cell."""
+    """phono3py with fc3 and fc2 displacements for one (relaxed) unit cell.
+
+    With neither supercell given, the cell becomes its conventional standard cell (same
+    orientation) first: diagonal supercells of it keep the point group, where those of an
+    arbitrary cell may not (phono3py then warns, and the lost symmetry multiplies the fc3
+    displacements). The document stores the cell used.
+    """
     sd = state.sdicts[i]
-    cell = state.cells[i].cell.array
     fc3_matrix = sd["supercell_matrix"]
+    fc2_matrix = sd["fc2_supercell_matrix"]
+    if fc3_matrix is None and fc2_matrix is None:
+        state.cells[i] = conventional_cell(state.cells[i], settings.phono3py_symprec)
+    cell = state.cells[i].cell.array
     if fc3_matrix is None:
         fc3_matrix = supercell_for_length(cell, settings.min_length)
-    fc2_matrix = sd["fc2_supercell_matrix"]
     if fc2_matrix is None:
         fc2_matrix = supercell_for_length(cell, settings.fc2_min_length)
     return build_phono3py(
@@ -277,6 +280,20 @@ def _setup(state: Prepared, i: int, settings: ConductivitySettings) -> Phono3py:
         symprec=settings.phono3py_symprec,
         cutoff_pair_distance=settings.cutoff_pair_distance,
     )
+
+
+def conventional_cell(atoms: Atoms, symprec: float) -> Atoms:
+    """spglib's conventional standard cell of ``atoms`` without idealisation (the relaxed
+    geometry and its orientation kept), as the document will store it; ``atoms`` unchanged
+    when spglib finds no symmetry."""
+    data = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    found = spglib.standardize_cell(data, to_primitive=False, no_idealize=True, symprec=symprec)
+    if found is None:
+        return atoms
+    lattice, positions, numbers = found
+    cell = Atoms(numbers=numbers, cell=lattice, scaled_positions=positions, pbc=True)
+    cell.info = dict(atoms.info)
+    return to_atoms(to_structure(cell))
 
 
 def _run_chunk(

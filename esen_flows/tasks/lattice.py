@@ -20,7 +20,7 @@ from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
 from esen_flows.potentials import Potential
 from esen_flows.schemas import RelaxedCellDocument
 from esen_flows.stores import find_documents, save_documents
-from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key
+from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key, precision
 
 
 def spacegroup(atoms: Atoms, symprec: float) -> str | None:
@@ -104,19 +104,29 @@ class Prepared:
 def prepare(
     items: Sequence[Structure | UnreadableInput],
     potential: Potential,
-    sdicts: Sequence[dict[str, Any]],
+    settings: Any,
+    own_settings: Callable[[Structure | UnreadableInput, dict[str, Any]], dict[str, Any]],
     doc_class: type[RelaxedCellDocument],
-    relax: SymmetricRelax | None,
     symprec: float,
     store: JobStore | None = None,
     retry_failed: bool = False,
     desc: str = "relax",
 ) -> Prepared:
-    """Keys and stored documents of ``items`` (one settings dict each), failed documents for bad
-    inputs, then one batched relaxation of the rest (``relax``; None: none).
+    """Keys and stored documents of ``items``, failed documents for bad inputs, then one
+    batched relaxation of the rest (``settings.relax``: FIRE, Frechet filter, space group kept).
 
-    ``symprec`` is the tolerance of the space group recorded before (``spacegroup_input``).
+    ``settings`` has ``as_dict()``, ``relax``, ``fmax``, ``max_steps`` and ``symprec`` (the
+    task's settings dataclass); ``own_settings(item, base)`` gives one structure's settings
+    dict (its own supercells and meshes); ``symprec`` is the tolerance of the space group
+    recorded before (``spacegroup_input``).
     """
+    base = {**settings.as_dict(), "dtype": precision(potential)}
+    sdicts = [own_settings(item, base) for item in items]
+    relax = (
+        SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
+        if settings.relax
+        else None
+    )
     keys = [input_key(item, potential, sd) for item, sd in zip(items, sdicts, strict=True)]
     labels = [get_label(item) or f"input-{i}" for i, item in enumerate(items)]
     docs: list[RelaxedCellDocument | None] = [None] * len(items)
@@ -129,7 +139,7 @@ def prepare(
             doc = found.get((key, label))
             if doc is not None and not (retry_failed and doc.status == "failed"):
                 docs[i] = doc  # type: ignore[assignment]
-    state = Prepared(items, doc_class, potential, store, keys, labels, list(sdicts), docs)
+    state = Prepared(items, doc_class, potential, store, keys, labels, sdicts, docs)
     for i, item in enumerate(items):
         if docs[i] is not None:
             continue

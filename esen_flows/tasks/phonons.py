@@ -39,8 +39,7 @@ from esen_flows.io import UnreadableInput
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import PhononDocument, ThermalProperties
 from esen_flows.stores import save_data, save_documents
-from esen_flows.tasks.lattice import SymmetricRelax, chunks, prepare
-from esen_flows.tasks.relax import precision
+from esen_flows.tasks.lattice import chunks, prepare
 
 #: A structure's own supercell matrix, in its ``properties``.
 SUPERCELL_PROPERTY = "supercell_matrix"
@@ -155,18 +154,12 @@ def run_phonons(
     written, and the next chunk started. A structure that fails (bad input, relaxation or
     evaluation error, NaN) gets a ``failed`` document; one with imaginary modes is a result.
     """
-    base = {**settings.as_dict(), "dtype": precision(potential)}
-    relax = (
-        SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
-        if settings.relax
-        else None
-    )
     state = prepare(
         items,
         potential,
-        [_own_settings(item, base) for item in items],
+        settings,
+        _own_settings,
         PhononDocument,
-        relax,
         settings.symprec,
         store=store,
         retry_failed=retry_failed,
