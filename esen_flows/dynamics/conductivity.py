@@ -313,8 +313,19 @@ def conductivity(
     kappa = np.asarray(tc.kappa)[0]
     heat_capacity = np.asarray(tc.mode_heat_capacities)
     if wigner:
-        particle = np.asarray(tc.kappa_intra)[0]
-        mode = split_coherence(np.asarray(tc.mode_kappa_matrix)[0], heat_capacity)
+        pairs = np.asarray(tc.mode_kappa_matrix)[0]  # diagonal: the particle term in the RTA
+        diagonal = np.einsum("tqaav->tqav", pairs)
+        coherence = pairs.copy()
+        n_bands = pairs.shape[2]
+        coherence[:, :, np.arange(n_bands), np.arange(n_bands)] = 0.0
+        if method == "lbte":  # the particle part is the exact solution's, not the RTA's
+            particle = np.asarray(tc.kappa_intra_exact)[0]
+            diagonal = np.asarray(tc.mode_kappa)[0]
+            # phono3py 4.10's LBTE calculator reports the particle part as ``kappa``
+            kappa = particle + np.asarray(tc.kappa_inter)[0]
+        else:
+            particle = np.asarray(tc.kappa_intra)[0]
+        mode = diagonal + split_coherence(coherence, heat_capacity)
     else:
         particle = kappa
         mode = np.asarray(tc.mode_kappa)[0]
