@@ -210,8 +210,9 @@ class ASECalculatorPotential:
             check_elements(self, obj)
             atoms = obj if isinstance(obj, Atoms) else to_atoms(obj)
             atoms = atoms.copy()
-            calc.reset()  # no state from the previous structure (EMT's neighbour list would
-            atoms.calc = calc  # otherwise shift its forces by ~1e-14 eV/A with the history)
+            if hasattr(calc, "reset"):  # no state from the previous structure (EMT's
+                calc.reset()  # neighbour list shifts its forces by ~1e-14 eV/A with history)
+            atoms.calc = calc
             energies[i] = atoms.get_potential_energy()
             forces.append(np.array(atoms.get_forces(), dtype=float))
             stresses[i] = atoms.get_stress(voigt=False)

@@ -337,7 +337,9 @@ class ConductivityDocument(RelaxedCellDocument):
 
         record = load_data(store, "phono3py", self.key, self.label)
         fc3 = decode_array(record["fc3"]) if "fc3" in record else None
-        return phono3py_from_yaml(record["yaml"], decode_array(record["fc2"]), fc3)
+        yaml = record["yaml"]  # phono3py_params.yaml, stored compressed
+        text = yaml if isinstance(yaml, str) else decode_array(yaml).tobytes().decode()
+        return phono3py_from_yaml(text, decode_array(record["fc2"]), fc3)
 
 
 #: The mode-resolved arrays of a conductivity in the data store.

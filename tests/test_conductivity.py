@@ -265,8 +265,11 @@ def test_kappa_metrics_of_the_shipped_model_against_emt(kappa_run):
     assert row.srme == pytest.approx(by_hand, rel=1e-12)
     assert row.sre == pytest.approx(abs(2 * (k_pred - k_ref) / (k_pred + k_ref)), rel=1e-12)
     assert 0 < row.srme < 2 and row.sre <= row.srme + 1e-12
-    with pytest.raises(ValueError, match="reference has no conductivity"):
-        kappa_metrics(store, "esen-emt-tiny", "emt")  # bcc Cu with EMT is unstable
+    everything = kappa_metrics(store, "esen-emt-tiny", "emt").set_index("label")
+    assert np.isnan(everything.loc["Cu-bcc"].srme)  # EMT's bcc Cu is unstable: nothing to score
+    assert "reference has no conductivity" in everything.loc["Cu-bcc"].note
+    assert everything.loc["Cu3Au-L12"].srme == 2.0  # not computed by the model: 2
+    assert set(everything.index[everything.srme.isna()]) == {"Cu-bcc", "Si"}  # failed ref
 
 
 def test_matbench_discovery_preset_and_per_structure_settings(tmp_path):
@@ -351,3 +354,19 @@ def test_default_supercells_are_built_on_the_conventional_cell(store):
     assert doc.status == "ok" and len(doc.structure) == 4 and doc.n_sites == 1
     np.testing.assert_allclose(doc.structure.lattice.abc, [3.6] * 3, atol=1e-9)
     assert doc.supercell_matrix == np.diag([2] * 3).tolist() and doc.n_fc3_displacements == 37
+
+
+def test_a_malformed_per_structure_setting_fails_its_structure_only():
+    from esen_flows.io import load_structures
+    from esen_flows.potentials import get_potential
+    from esen_flows.tasks.conductivity import ConductivitySettings, run_conductivity
+
+    good = labelled(bulk("Cu", "fcc", a=3.6, cubic=True), "good")
+    bad = labelled(bulk("Cu", "fcc", a=3.6, cubic=True), "bad")
+    bad.info["q_point_mesh"] = [4, 4]  # two numbers: not a mesh
+    settings = ConductivitySettings(
+        relax=False, supercell_matrix=[2, 2, 2], fc2_supercell_matrix=[2, 2, 2], mesh=(5, 5, 5)
+    )
+    docs = run_conductivity(load_structures([good, bad]), get_potential("emt"), settings)
+    assert docs[0].status == "ok" and docs[0].kappa is not None
+    assert docs[1].status == "failed" and "q_point_mesh" in docs[1].reason

@@ -38,8 +38,8 @@ def srd(kappa_pred: float | None, kappa_ref: float) -> float:
     is a zero conductivity (-2)."""
     if kappa_ref is None or not math.isfinite(kappa_ref):
         raise ValueError(f"the reference conductivity must be a number, got {kappa_ref!r}")
-    if kappa_pred is None or not math.isfinite(kappa_pred):
-        return -WORST
+    if kappa_pred is None or not math.isfinite(kappa_pred) or kappa_pred + kappa_ref == 0:
+        return -WORST  # MBD: a NaN SRD (also 0 / 0) becomes -2
     return 2.0 * (kappa_pred - kappa_ref) / (kappa_pred + kappa_ref)
 
 
@@ -87,6 +87,8 @@ def srme(
             f"mode conductivities on different grids: {pred.shape} and {ref.shape} "
             "(the same mesh is needed)"
         )
+    if kappa_pred + kappa_ref == 0:
+        return WORST
     microscopic = np.abs(pred - ref).sum() / weights.sum()
     return float(2.0 * microscopic / (kappa_pred + kappa_ref))
 
@@ -182,22 +184,38 @@ def kappa_metrics(
     -------
     pandas.DataFrame
         label, kappa, kappa_ref (W/(m K)), srd, sre, srme, note; a structure the prediction
-        lacks scores SRE = SRME = 2. The means are ``df.sre.mean()`` and ``df.srme.mean()``.
+        lacks scores SRE = SRME = 2; one whose reference has no conductivity (unstable or
+        failed) gets NaN metrics and a note, and pandas' ``df.sre.mean()`` and
+        ``df.srme.mean()`` leave it out.
     """
-    from esen_flows.analysis.query import query
+    from esen_flows.analysis.query import latest_documents
 
-    refs = {d.label: d for d in query(store, "conductivity", potential=reference)}
-    preds = {d.label: d for d in query(store, "conductivity", potential=predicted)}
+    refs = {d.label: d for d in latest_documents(store, "conductivity", potential=reference)}
+    preds = {d.label: d for d in latest_documents(store, "conductivity", potential=predicted)}
     rows = []
     for label in labels if labels is not None else sorted(refs):
         if label not in refs:
             raise ValueError(f"{label}: no reference conductivity from {reference!r}")
-        ref = KappaRecord.from_document(refs[label], store, temperature)
+        ref = KappaRecord.from_document(refs[label], store, temperature)  # type: ignore[arg-type]
         if label in preds:
-            pred = KappaRecord.from_document(preds[label], store, temperature)
+            pred = KappaRecord.from_document(preds[label], store, temperature)  # type: ignore[arg-type]
         else:
             pred = KappaRecord(label, None, None, None, False, False, True, "not computed")
-        rows.append(compare(pred, ref))
+        try:
+            rows.append(compare(pred, ref))
+        except ValueError as exc:  # nothing to score against (unstable or failed reference)
+            nan = float("nan")
+            rows.append(
+                {
+                    "label": label,
+                    "kappa": pred.kappa,
+                    "kappa_ref": ref.kappa,
+                    "srd": nan,
+                    "sre": nan,
+                    "srme": nan,
+                    "note": str(exc),
+                }
+            )
     return pd.DataFrame(rows, columns=["label", "kappa", "kappa_ref", "srd", "sre", "srme", "note"])
 
 
@@ -240,13 +258,19 @@ def conductivity_frame(
 
 def plot_kappa(docs: Sequence[ConductivityDocument], ax: Any = None, max_lines: int = 12) -> Any:
     """kappa(T), (xx+yy+zz)/3 in W/(m K) on a log axis, one line per structure (the
-    ``max_lines`` highest at 300 K or the highest temperature); returns the matplotlib axes."""
+    ``max_lines`` highest at 300 K, or the nearest temperature); returns the matplotlib axes."""
     from matplotlib.figure import Figure
 
     if ax is None:  # no pyplot: works headless and in threads
         ax = Figure(figsize=(6, 4), layout="constrained").add_subplot()
     done = [d for d in docs if d.kappa_mean and d.temperatures]
-    done.sort(key=lambda d: -d.kappa_mean[-1])
+
+    def rank(d: ConductivityDocument) -> float:
+        temps = np.asarray(d.temperatures)
+        i = int(np.argmin(np.abs(temps - MBD_TEMPERATURE)))
+        return float(d.kappa_mean[i])  # at 300 K, or the nearest temperature computed
+
+    done.sort(key=lambda d: -rank(d))
     for d in done[:max_lines]:
         temps = np.asarray(d.temperatures)
         kappa = np.asarray(d.kappa_mean)

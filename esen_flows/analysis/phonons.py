@@ -74,7 +74,7 @@ def dynamic_stability(
     gamma = np.all(np.abs(qpoints - np.rint(qpoints)) < 1e-8, axis=1)
     threshold = np.zeros_like(freqs)
     threshold[gamma, :3] = -gamma_tolerance
-    bad = freqs < threshold
+    bad = (freqs < threshold) | ~np.isfinite(freqs)  # NaN counts as imaginary (as in MBD)
     return Stability(
         dynamically_stable=not bool(bad.any()),
         min_frequency=float(freqs.min()),

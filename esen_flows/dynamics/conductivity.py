@@ -102,6 +102,17 @@ def fc2_supercells(ph3: Phono3py) -> list[Atoms | None]:
     return _as_atoms(ph3.phonon_supercells_with_displacements, "fc2 displacements")
 
 
+def count_displacements(ph3: Phono3py) -> tuple[int, int]:
+    """(fc2, fc3) supercells to evaluate, read from the displacement datasets without building
+    the supercells (pairs beyond ``cutoff_pair_distance`` are not counted)."""
+    fc3 = 0
+    for first in ph3.dataset["first_atoms"]:
+        fc3 += 1 + sum(1 for s in first.get("second_atoms", []) if s.get("included", True))
+    if ph3.phonon_supercell_matrix is None:
+        return len(ph3.dataset["first_atoms"]), fc3
+    return len(ph3.phonon_dataset["first_atoms"]), fc3
+
+
 def fc3_supercells(ph3: Phono3py) -> list[Atoms | None]:
     """The displaced supercells of the third-order force constants (single and pair
     displacements, None for pairs beyond the cutoff), in phono3py's order."""
@@ -202,7 +213,9 @@ def mesh_frequencies(ph3: Phono3py, mesh: float | Sequence[int]) -> tuple[np.nda
     ph3.init_phph_interaction()
     ph3.run_phonon_solver()
     freqs, _vectors, addresses = ph3.get_phonon_data()
-    qpoints = np.asarray(addresses, dtype=float) / np.asarray(ph3.grid.D_diag, dtype=float)
+    # QDinv maps grid addresses to reduced coordinates on any grid (also phono3py's
+    # generalized regular grid, where addresses / D_diag would not)
+    qpoints = np.asarray(addresses, dtype=float) @ np.asarray(ph3.grid.QDinv, dtype=float).T
     return qpoints, np.asarray(freqs, dtype=float)
 
 

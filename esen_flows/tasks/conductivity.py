@@ -9,7 +9,7 @@ documents and arrays are written as soon as the chunk finishes.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from esen_flows.dynamics.conductivity import (
     compute_fc2,
     compute_fc3,
     conductivity,
+    count_displacements,
     mesh_frequencies,
     phono3py_yaml,
     wigner_available,
@@ -192,13 +193,18 @@ def own_settings(item: Structure | UnreadableInput, base: dict[str, Any]) -> dic
     ``q_point_mesh`` properties (Matbench Discovery's names) replace the common ones."""
     props = getattr(item, "properties", None) or {}
     out = dict(base)
-    if props.get(FC3_SUPERCELL) is not None:
-        out["supercell_matrix"] = checked_supercell(props[FC3_SUPERCELL])
-    if props.get(FC2_SUPERCELL) is not None:
-        out["fc2_supercell_matrix"] = checked_supercell(props[FC2_SUPERCELL])
-    if props.get(Q_MESH) is not None:
-        mesh = checked_mesh(props[Q_MESH])
-        out["mesh"] = list(mesh) if isinstance(mesh, tuple) else mesh
+    for prop, field, check in (
+        (FC3_SUPERCELL, "supercell_matrix", checked_supercell),
+        (FC2_SUPERCELL, "fc2_supercell_matrix", checked_supercell),
+        (Q_MESH, "mesh", checked_mesh),
+    ):
+        if props.get(prop) is None:
+            continue
+        try:
+            value = check(props[prop])
+        except ValueError as exc:
+            raise ValueError(f"its {prop} property: {exc}") from None
+        out[field] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -237,20 +243,28 @@ def run_conductivity(
         except Exception as exc:
             reason = f"phono3py set-up failed ({type(exc).__name__}: {exc})"
             state.fail(i, f"{state.labels[i]}: {reason}")
-    n_fc2 = sum(len(p.phonon_supercells_with_displacements) for p in ph3s.values())
-    n_fc3 = sum(len(p.supercells_with_displacements) for p in ph3s.values())
-    bar = tqdm(total=n_fc2 + n_fc3, desc=f"{desc}: supercells", unit="supercell", disable=None)
+    # counted from the datasets: the displaced supercells are built chunk by chunk only
+    counts = {i: count_displacements(p) for i, p in ph3s.items()}
+    bar = tqdm(
+        total=sum(sum(c) for c in counts.values()),
+        desc=f"{desc}: supercells",
+        unit="supercell",
+        disable=None,
+    )
+    kbar = tqdm(total=len(ph3s), desc=f"{desc}: kappa", unit="structure", disable=None)
     limit = CHUNK_BUDGETS * batch_budget(potential).max_atoms
 
     def size(i: int) -> int:
-        p = ph3s[i]
-        return len(p.supercells_with_displacements) * len(p.supercell)
+        return counts[i][1] * len(ph3s[i].supercell)
 
     try:
         for chunk in chunks(state.todo, size, limit):
-            _run_chunk(state, [i for i in chunk if i in ph3s], ph3s, potential, settings, bar)
+            mine = [i for i in chunk if i in ph3s]
+            _run_chunk(state, mine, ph3s, counts, potential, settings, bar.update)
+            kbar.update(len(mine))
     finally:
         bar.close()
+        kbar.close()
     return state.docs  # type: ignore[return-value]
 
 
@@ -300,15 +314,16 @@ def _run_chunk(
     state: Prepared,
     chunk: list[int],
     ph3s: dict[int, Phono3py],
+    counts: dict[int, tuple[int, int]],
     potential: Potential,
     settings: ConductivitySettings,
-    bar: Any,
+    progress: Callable[[int], None],
 ) -> None:
     """fc2 of the chunk in batches, the stability check, fc3 of the stable ones in batches,
     then each one's conductivity, document and arrays."""
     labels = [state.labels[i] for i in chunk]
     errors = compute_fc2(
-        potential, [ph3s[i] for i in chunk], labels, settings.symmetrize, progress=bar.update
+        potential, [ph3s[i] for i in chunk], labels, settings.symmetrize, progress=progress
     )
     stable: list[int] = []
     docs: dict[int, ConductivityDocument] = {}
@@ -316,25 +331,27 @@ def _run_chunk(
         ph3 = ph3s[i]
         if error is not None:
             state.fail(i, error)
-            bar.update(len(ph3s.pop(i).supercells_with_displacements))
+            ph3s.pop(i)
+            progress(counts[i][1])  # its fc3 supercells will not be evaluated
             continue
         try:
             docs[i] = _harmonic_document(state, i, ph3, settings)
         except Exception as exc:
             state.fail(i, f"{state.labels[i]}: phonons failed ({type(exc).__name__}: {exc})")
-            bar.update(len(ph3s.pop(i).supercells_with_displacements))
+            ph3s.pop(i)
+            progress(counts[i][1])
             continue
         if docs[i].dynamically_stable:
             stable.append(i)
         else:  # Matbench Discovery's rule: no fc3 for a structure with imaginary modes
-            bar.update(len(ph3.supercells_with_displacements))
+            progress(counts[i][1])
             _save(state, i, ph3s.pop(i), docs[i], None, settings)
     errors = compute_fc3(
         potential,
         [ph3s[i] for i in stable],
         [state.labels[i] for i in stable],
         settings.symmetrize,
-        progress=bar.update,
+        progress=progress,
     )
     for i, error in zip(stable, errors, strict=True):
         ph3 = ph3s.pop(i)
@@ -359,7 +376,7 @@ def _run_chunk(
             continue
         doc = docs[i].model_copy(
             update={
-                "n_fc3_displacements": len(ph3.supercells_with_displacements),
+                "n_fc3_displacements": counts[i][1],
                 "temperatures": result.temperatures.tolist(),
                 "kappa": result.kappa.tolist(),
                 "kappa_mean": result.kappa[:, :3].mean(axis=1).tolist(),
@@ -387,7 +404,7 @@ def _harmonic_document(
         supercell_matrix=np.asarray(ph3.supercell_matrix, dtype=int).tolist(),
         fc2_supercell_matrix=np.asarray(ph3.phonon_supercell_matrix, dtype=int).tolist(),
         primitive_matrix=np.asarray(ph3.primitive_matrix, dtype=float).tolist(),
-        n_fc2_displacements=len(ph3.phonon_supercells_with_displacements),
+        n_fc2_displacements=count_displacements(ph3)[0],
         n_fc3_displacements=0,
         n_supercell_atoms=len(ph3.supercell),
         mesh=[int(m) for m in ph3.mesh_numbers],
@@ -428,9 +445,15 @@ def _save(
     state.docs[i] = doc
     if state.store is None:
         return
-    payload: dict[str, Any] = {"yaml": phono3py_yaml(ph3), "fc2": encode_array(ph3.fc2)}
-    if result is not None:
-        payload["fc3"] = encode_array(ph3.fc3)
-        payload.update({name: encode_array(getattr(result, name)) for name in MODE_ARRAYS})
-    save_data(state.store, "phono3py", state.keys[i], state.labels[i], payload)
+    try:
+        yaml = np.frombuffer(phono3py_yaml(ph3).encode(), dtype=np.uint8)
+        payload: dict[str, Any] = {"yaml": encode_array(yaml), "fc2": encode_array(ph3.fc2)}
+        if result is not None:
+            payload["fc3"] = encode_array(ph3.fc3)
+            payload.update({name: encode_array(getattr(result, name)) for name in MODE_ARRAYS})
+        save_data(state.store, "phono3py", state.keys[i], state.labels[i], payload)
+    except Exception as exc:  # e.g. a record beyond the store's size limit: keep the result
+        note = f"arrays not stored ({type(exc).__name__}: {exc})"
+        doc = doc.model_copy(update={"reason": f"{doc.reason}; {note}" if doc.reason else note})
+        state.docs[i] = doc
     save_documents(state.store, [doc])

@@ -121,7 +121,14 @@ def prepare(
     recorded before (``spacegroup_input``).
     """
     base = {**settings.as_dict(), "dtype": precision(potential)}
-    sdicts = [own_settings(item, base) for item in items]
+    sdicts: list[dict[str, Any]] = []
+    bad: dict[int, str] = {}  # a malformed per-structure setting fails its structure only
+    for i, item in enumerate(items):
+        try:
+            sdicts.append(own_settings(item, base))
+        except (TypeError, ValueError) as exc:
+            sdicts.append(base)
+            bad[i] = f"bad per-structure setting ({exc})"
     relax = (
         SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
         if settings.relax
@@ -145,6 +152,9 @@ def prepare(
             continue
         if isinstance(item, UnreadableInput):
             state.fail(i, item.reason)
+            continue
+        if i in bad:
+            state.fail(i, f"{labels[i]}: {bad[i]}")
             continue
         problem = _problem(item, potential, RelaxSettings())
         if problem:

@@ -172,7 +172,7 @@ def run_phonons(
         except Exception as exc:
             state.fail(i, f"{state.labels[i]}: phonopy set-up failed ({type(exc).__name__}: {exc})")
     bar = tqdm(
-        total=sum(len(p.supercells_with_displacements) for p in phonons.values()),
+        total=sum(len(p.dataset["first_atoms"]) for p in phonons.values()),  # not built yet
         desc=f"{desc}: supercells",
         unit="supercell",
         disable=None,
@@ -181,7 +181,7 @@ def run_phonons(
     try:
         for chunk in chunks(
             state.todo,
-            lambda i: len(phonons[i].supercells_with_displacements) * len(phonons[i].supercell),
+            lambda i: len(phonons[i].dataset["first_atoms"]) * len(phonons[i].supercell),
             limit,
         ):
             errors = compute_force_constants(
@@ -256,7 +256,7 @@ def _analyse(phonon: Phonopy, settings: PhononSettings, fields: dict[str, Any]) 
         **fields,
         supercell_matrix=np.asarray(phonon.supercell_matrix, dtype=int).tolist(),
         primitive_matrix=np.asarray(phonon.primitive_matrix, dtype=float).tolist(),
-        n_displacements=len(phonon.supercells_with_displacements),
+        n_displacements=len(phonon.dataset["first_atoms"]),
         n_supercell_atoms=len(phonon.supercell),
         mesh=[int(m) for m in mesh["mesh"]],
         dos_mesh=[int(m) for m in dos_mesh],
