@@ -105,3 +105,27 @@ def test_console_script_installed(tmp_path):
     )
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
+
+
+def test_screen_with_phonons_and_conductivity(tmp_path):
+    """``screen --phonons --conductivity``: Matbench Discovery's kappa protocol for the
+    dynamically stable candidates, a table of kappa at 300 K, and ``export`` of its files."""
+    from ase.build import bulk
+
+    cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)
+    cu3au.symbols[0] = "Au"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder / "Cu3Au.extxyz", cu3au, format="extxyz")
+    store = tmp_path / "store"
+    args = ["screen", str(folder), "--potential", "emt", "--store", str(store), "--phonons"]
+    args += ["--phonon-min-length", "6", "--conductivity", "--kappa-mesh", "4"]
+    assert main(args) == 0
+    from esen_flows.analysis import conductivity_table
+
+    table = conductivity_table(str(store))
+    assert list(table.label) == ["Cu3Au"] and table.kappa.iloc[0] > 0
+    assert table.kappa_coherence.iloc[0] > 0 and table.mesh.iloc[0] == "4x4x4"  # Wigner, 4^3
+    assert main(["export", "--store", str(store), "--out", str(tmp_path / "x")]) == 0
+    written = {p.name for p in (tmp_path / "x" / "Cu3Au").iterdir()}
+    assert {"phonopy_params.yaml", "phono3py_params.yaml", "fc2.hdf5", "fc3.hdf5"} <= written
