@@ -240,26 +240,39 @@ def _print_conductivity(store, console, labels: set[str], potential: str) -> Non
     """Lattice thermal conductivity of this screen's structures at 300 K."""
     from esen_flows.analysis.query import conductivity_table
 
-    table = conductivity_table(store, potential=potential)
-    table = table[table.label.isin(labels)]
-    if table.empty:
-        console.print("no structure went on to the conductivity")
-        return
     cols = ["label", "formula", "dynamically_stable", "kappa", "kappa_coherence", "mesh"]
-    _print_table(table, console, "lattice thermal conductivity at 300 K (W/(m K))", cols=cols)
+    _print_screened(
+        conductivity_table(store, potential=potential),
+        console,
+        labels,
+        "lattice thermal conductivity at 300 K (W/(m K))",
+        cols,
+        "no structure went on to the conductivity",
+    )
 
 
 def _print_phonons(store, console, labels: set[str], potential: str) -> None:
     """Dynamic stability of this screen's candidates."""
     from esen_flows.analysis.query import phonon_table
 
-    table = phonon_table(store, potential=potential)
+    cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
+    _print_screened(
+        phonon_table(store, potential=potential),
+        console,
+        labels,
+        "phonons (THz)",
+        cols,
+        "no candidate within --e-hull-max went on to phonons",
+    )
+
+
+def _print_screened(table, console, labels: set[str], title: str, cols, empty: str) -> None:
+    """The rows of ``table`` for this screen's ``labels`` (the store may hold others)."""
     table = table[table.label.isin(labels)]
     if table.empty:
-        console.print("no candidate within --e-hull-max went on to phonons")
-        return
-    cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
-    _print_table(table, console, "phonons (THz)", cols=cols)
+        console.print(empty)
+    else:
+        _print_table(table, console, title, cols=cols)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

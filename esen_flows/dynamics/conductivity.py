@@ -60,7 +60,8 @@ def build_phono3py(
         (3, 3) integer supercell of the third-order force constants.
     fc2_supercell_matrix
         (3, 3) integer supercell of the second-order ones (phono3py's
-        ``phonon_supercell_matrix``); None: fc2 from the fc3 supercell's single displacements.
+        ``phonon_supercell_matrix``); None: the fc3 supercell (with its own fc2 displacements,
+        so that fc2 and the stability check never wait for fc3 work).
     displacement
         Displacement distance, A (phono3py's default 0.03).
     symprec
@@ -74,12 +75,12 @@ def build_phono3py(
     unitcell = to_phonopy_atoms(atoms)
     if primitive_matrix is None or primitive_matrix == "auto":
         primitive_matrix = get_primitive_matrix_with_auto(unitcell, "auto", symprec=symprec)
+    if fc2_supercell_matrix is None:
+        fc2_supercell_matrix = supercell_matrix
     ph3 = Phono3py(
         unitcell,
         supercell_matrix=np.asarray(supercell_matrix, dtype=int),
-        phonon_supercell_matrix=(
-            None if fc2_supercell_matrix is None else np.asarray(fc2_supercell_matrix, dtype=int)
-        ),
+        phonon_supercell_matrix=np.asarray(fc2_supercell_matrix, dtype=int),
         primitive_matrix=primitive_matrix,
         symprec=symprec,
     )
@@ -94,11 +95,7 @@ def _as_atoms(cells: Sequence | None, what: str) -> list[Atoms | None]:
 
 
 def fc2_supercells(ph3: Phono3py) -> list[Atoms | None]:
-    """The displaced supercells of the second-order force constants, in phono3py's order (the
-    fc3 set's single displacements when there is no separate fc2 supercell)."""
-    if ph3.phonon_supercell_matrix is None:
-        n_first = len(ph3.dataset["first_atoms"])
-        return _as_atoms(ph3.supercells_with_displacements, "displacements")[:n_first]
+    """The displaced supercells of the second-order force constants, in phono3py's order."""
     return _as_atoms(ph3.phonon_supercells_with_displacements, "fc2 displacements")
 
 
@@ -108,8 +105,6 @@ def count_displacements(ph3: Phono3py) -> tuple[int, int]:
     fc3 = 0
     for first in ph3.dataset["first_atoms"]:
         fc3 += 1 + sum(1 for s in first.get("second_atoms", []) if s.get("included", True))
-    if ph3.phonon_supercell_matrix is None:
-        return len(ph3.dataset["first_atoms"]), fc3
     return len(ph3.phonon_dataset["first_atoms"]), fc3
 
 
@@ -123,13 +118,7 @@ def _produce(ph3: Phono3py, order: int, forces: list[np.ndarray], symmetrize: bo
     """Forces in, compact force constants out (symmetrised: translational invariance and index
     permutation, as Matbench Discovery does)."""
     if order == 2:
-        if ph3.phonon_supercell_matrix is None:
-            n = len(ph3.supercell)
-            n_all = len(ph3.supercells_with_displacements)
-            padded = list(forces) + [np.zeros((n, 3))] * (n_all - len(forces))
-            ph3.forces = np.asarray(padded, dtype=float)
-        else:
-            ph3.phonon_forces = np.asarray(forces, dtype=float)
+        ph3.phonon_forces = np.asarray(forces, dtype=float)
         ph3.produce_fc2(is_compact_fc=True)
         if symmetrize:
             ph3.symmetrize_fc2()

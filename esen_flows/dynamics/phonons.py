@@ -166,12 +166,12 @@ def evaluate_displaced(
     owner: list[tuple[int, int]] = []
     forces: list[list[np.ndarray]] = []
     for i, cell_set in enumerate(cell_sets):
-        forces.append([])
+        n = next((len(c) for c in cell_set if c is not None), 0)
+        forces.append([np.zeros((n, 3)) for _ in cell_set])  # left-out ones stay zero
         for k, cell in enumerate(cell_set):
             if cell is not None:
                 cells.append(cell)
                 owner.append((i, k))
-            forces[i].append(np.zeros((0, 3)))
     outcomes = evaluate_batched(potential, cells, budget=budget, progress=progress)
     errors: list[str | None] = [None] * len(cell_sets)
     for cell, (i, k), out in zip(cells, owner, outcomes, strict=True):
@@ -181,11 +181,6 @@ def evaluate_displaced(
                 errors[i] = f"{labels[i]}: {what} {k + 1}: {problem}"
         else:
             forces[i][k] = np.asarray(out[1], dtype=float)
-    for i, cell_set in enumerate(cell_sets):  # the left-out ones: zeros of the right shape
-        n = next((len(c) for c in cell_set if c is not None), 0)
-        for k, cell in enumerate(cell_set):
-            if cell is None:
-                forces[i][k] = np.zeros((n, 3))
     return forces, errors
 
 

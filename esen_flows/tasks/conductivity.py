@@ -21,6 +21,7 @@ from phono3py import Phono3py
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
+from esen_flows.analysis.conductivity import kappa_average
 from esen_flows.analysis.phonons import GAMMA_ACOUSTIC_TOLERANCE, dynamic_stability
 from esen_flows.dynamics.conductivity import (
     METHODS,
@@ -236,13 +237,7 @@ def run_conductivity(
         retry_failed=retry_failed,
         desc=desc,
     )
-    ph3s: dict[int, Phono3py] = {}
-    for i in list(state.todo):
-        try:
-            ph3s[i] = _setup(state, i, settings)
-        except Exception as exc:
-            reason = f"phono3py set-up failed ({type(exc).__name__}: {exc})"
-            state.fail(i, f"{state.labels[i]}: {reason}")
+    ph3s = state.build_each(lambda i: _setup(state, i, settings), "phono3py set-up")
     # counted from the datasets: the displaced supercells are built chunk by chunk only
     counts = {i: count_displacements(p) for i, p in ph3s.items()}
     bar = tqdm(
@@ -259,9 +254,8 @@ def run_conductivity(
 
     try:
         for chunk in chunks(state.todo, size, limit):
-            mine = [i for i in chunk if i in ph3s]
-            _run_chunk(state, mine, ph3s, counts, potential, settings, bar.update)
-            kbar.update(len(mine))
+            _run_chunk(state, chunk, ph3s, counts, potential, settings, bar.update)
+            kbar.update(len(chunk))
     finally:
         bar.close()
         kbar.close()
@@ -345,7 +339,7 @@ def _run_chunk(
             stable.append(i)
         else:  # Matbench Discovery's rule: no fc3 for a structure with imaginary modes
             progress(counts[i][1])
-            _save(state, i, ph3s.pop(i), docs[i], None, settings)
+            _save(state, i, ph3s.pop(i), docs[i], None)
     errors = compute_fc3(
         potential,
         [ph3s[i] for i in stable],
@@ -361,7 +355,7 @@ def _run_chunk(
         try:
             result = conductivity(
                 ph3,
-                _mesh(state.sdicts[i]["mesh"]),
+                state.sdicts[i]["mesh"],
                 settings.temperatures,
                 method=settings.method,
                 wigner=settings.wigner,
@@ -379,24 +373,20 @@ def _run_chunk(
                 "n_fc3_displacements": counts[i][1],
                 "temperatures": result.temperatures.tolist(),
                 "kappa": result.kappa.tolist(),
-                "kappa_mean": result.kappa[:, :3].mean(axis=1).tolist(),
+                "kappa_mean": kappa_average(result.kappa).tolist(),
                 "kappa_particle": result.kappa_particle.tolist(),
                 "kappa_coherence": result.kappa_coherence.tolist(),
                 "wall_time": time.perf_counter() - state.start[i],
             }
         )
-        _save(state, i, ph3, doc, result, settings)
-
-
-def _mesh(mesh: Any) -> float | list[int]:
-    return mesh if isinstance(mesh, int | float) else [int(m) for m in mesh]
+        _save(state, i, ph3, doc, result)
 
 
 def _harmonic_document(
     state: Prepared, i: int, ph3: Phono3py, settings: ConductivitySettings
 ) -> ConductivityDocument:
     """Everything known once fc2 is: supercells, grid and the imaginary-mode verdict."""
-    qpoints, freqs = mesh_frequencies(ph3, _mesh(state.sdicts[i]["mesh"]))
+    qpoints, freqs = mesh_frequencies(ph3, state.sdicts[i]["mesh"])
     stability = dynamic_stability(qpoints, freqs, gamma_tolerance=settings.gamma_tolerance)
     spg_input = state.relax_info[i].get("spacegroup_input")
     doc = ConductivityDocument(
@@ -417,18 +407,17 @@ def _harmonic_document(
         max_frequency=stability.max_frequency,
     )
     doc = state.finish(i, doc, settings.phono3py_symprec)
-    broken = None if spg_input is None or doc.spacegroup is None else spg_input != doc.spacegroup
+    update: dict[str, Any] = {
+        "symmetry_broken": None
+        if spg_input is None or doc.spacegroup is None
+        else spg_input != doc.spacegroup
+    }
     if not doc.dynamically_stable:
-        doc = doc.model_copy(
-            update={
-                "symmetry_broken": broken,
-                "reason": f"dynamically unstable: {stability.n_imaginary} imaginary modes on "
-                f"the q-grid (lowest {stability.min_frequency:.3g} THz); no fc3 computed",
-            }
+        update["reason"] = (
+            f"dynamically unstable: {stability.n_imaginary} imaginary modes on the q-grid "
+            f"(lowest {stability.min_frequency:.3g} THz); no fc3 computed"
         )
-    else:
-        doc = doc.model_copy(update={"symmetry_broken": broken})
-    state.docs[i] = doc
+    state.docs[i] = doc = doc.model_copy(update=update)
     return doc
 
 
@@ -438,7 +427,6 @@ def _save(
     ph3: Phono3py,
     doc: ConductivityDocument,
     result: Conductivity | None,
-    settings: ConductivitySettings,
 ) -> None:
     """Keep the document; write it and its arrays (yaml with forces, fc2, fc3 and the mode
     conductivity) to the store."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import spglib
 from ase import Atoms
@@ -32,14 +32,7 @@ def spacegroup(atoms: Atoms, symprec: float) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class SymmetricRelax:
-    """A relaxation before lattice dynamics: FIRE with the Frechet cell filter to ``fmax``
-    (eV/A, atoms and cell) within ``max_steps``, the space group kept at ``symprec`` (A)."""
-
-    fmax: float
-    max_steps: int
-    symprec: float
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,6 +76,17 @@ class Prepared:
             self.todo.remove(i)
         if self.store is not None:
             save_documents(self.store, [self.docs[i]])
+
+    def build_each(self, make: Callable[[int], T], what: str) -> dict[int, T]:
+        """``make(i)`` (e.g. a Phonopy object) for every input still to do; one that raises
+        fails that input only, with "``what`` failed" and the error."""
+        built: dict[int, T] = {}
+        for i in list(self.todo):
+            try:
+                built[i] = make(i)
+            except Exception as exc:
+                self.fail(i, f"{self.labels[i]}: {what} failed ({type(exc).__name__}: {exc})")
+        return built
 
     def finish(self, i: int, doc: RelaxedCellDocument, symprec: float) -> RelaxedCellDocument:
         """``doc`` completed with the relaxation, the structure used, its space group at
@@ -129,11 +133,6 @@ def prepare(
         except (TypeError, ValueError) as exc:
             sdicts.append(base)
             bad[i] = f"bad per-structure setting ({exc})"
-    relax = (
-        SymmetricRelax(settings.fmax, settings.max_steps, settings.symprec)
-        if settings.relax
-        else None
-    )
     keys = [input_key(item, potential, sd) for item, sd in zip(items, sdicts, strict=True)]
     labels = [get_label(item) or f"input-{i}" for i, item in enumerate(items)]
     docs: list[RelaxedCellDocument | None] = [None] * len(items)
@@ -165,18 +164,18 @@ def prepare(
         state.start[i] = time.perf_counter()
         state.cells[i] = to_atoms(items[i])  # type: ignore[arg-type]
         state.relax_info[i] = {"spacegroup_input": spacegroup(state.cells[i], symprec)}
-    if relax is None or not state.todo:
+    if not settings.relax or not state.todo:
         return state
     bar = tqdm(total=len(state.todo), desc=f"{desc}: relax", unit="structure", disable=None)
     try:
         results = relax_structures(
             potential,
             [state.cells[i] for i in state.todo],
-            fmax=relax.fmax,
-            max_steps=relax.max_steps,
+            fmax=settings.fmax,
+            max_steps=settings.max_steps,
             relax_cell=True,
             symmetry=True,
-            symprec=relax.symprec,
+            symprec=settings.symprec,
             progress=bar.update,
         )
     finally:

@@ -165,12 +165,10 @@ def run_phonons(
         retry_failed=retry_failed,
         desc=desc,
     )
-    phonons: dict[int, Phonopy] = {}
-    for i in list(state.todo):
-        try:
-            phonons[i] = _setup(state.cells[i], settings, state.sdicts[i]["supercell_matrix"])
-        except Exception as exc:
-            state.fail(i, f"{state.labels[i]}: phonopy set-up failed ({type(exc).__name__}: {exc})")
+    phonons = state.build_each(
+        lambda i: _setup(state.cells[i], settings, state.sdicts[i]["supercell_matrix"]),
+        "phonopy set-up",
+    )
     bar = tqdm(
         total=sum(len(p.dataset["first_atoms"]) for p in phonons.values()),  # not built yet
         desc=f"{desc}: supercells",
