@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 from _workloads import CONFIGS, WORKLOADS, atoms_per_second, cu_cells  # noqa: E402
 
 from esen_flows.model import ESEN, AtomsBatch, ESENConfig  # noqa: E402
+from esen_flows.model.allocator import TRIM_THRESHOLD, keep_freed_memory  # noqa: E402
 
 
 def our_config(name: str) -> ESENConfig:
@@ -51,6 +52,8 @@ def our_config(name: str) -> ESENConfig:
 
 def measure_ours(name: str, workloads: list[str], reps: int, device: str) -> dict[str, float]:
     """Atoms/s of esen-flows' ESEN for one config (run in a worker process)."""
+    if device == "cpu":
+        keep_freed_memory()  # what ESENPotential does on a CPU
     torch.manual_seed(0)
     model = ESEN(our_config(name)).to(device).eval()
     results: dict[str, float] = {f"{name}/params": model.num_parameters()}
@@ -65,10 +68,14 @@ def measure_ours(name: str, workloads: list[str], reps: int, device: str) -> dic
     return results
 
 
-def run_worker(cmd: list[str], label: str) -> dict[str, float]:
+#: glibc's environment equivalent of ``keep_freed_memory`` (for the peer's process).
+KEEP_FREED_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+
+
+def run_worker(cmd: list[str], label: str, extra_env: dict | None = None) -> dict[str, float]:
     """Run one measurement in its own process (memory is returned between them); an
     out-of-memory kill or a crash is reported, not fatal."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(extra_env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT_JSON ")), None)
     if line is None:
@@ -95,6 +102,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fairchem-python", default=str(HERE.parent / ".venv-fairchem/bin/python"))
+    ap.add_argument(
+        "--peer-keeps-freed-memory",
+        action="store_true",
+        help="give fairchem's process the glibc malloc settings esen-flows applies on a CPU",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one config here
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
@@ -131,6 +143,7 @@ def main() -> int:
                     run_worker(
                         [str(fc_python), str(HERE / "_fairchem_esen.py"), "--configs", c, *base],
                         f"fairchem {c}",
+                        KEEP_FREED_ENV if args.peer_keeps_freed_memory else None,
                     )
                 )
     if not fc_python.exists():
@@ -164,6 +177,7 @@ def main() -> int:
             {
                 "speedup_vs_fairchem": ratios,
                 "device": device,
+                "peer_keeps_freed_memory": args.peer_keeps_freed_memory,
                 "atoms_per_s": {
                     k: round(v, 1) for k, v in ours.items() if not k.endswith("params")
                 },

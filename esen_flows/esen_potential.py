@@ -18,6 +18,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from pymatgen.core import Structure
 
 from esen_flows.io import get_label, to_atoms
+from esen_flows.model.allocator import keep_freed_memory
 from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
 from esen_flows.potentials import (
     BatchBudget,
@@ -106,6 +107,8 @@ class ESENPotential:
             raise PotentialError(f"potential {name!r}: the model has no direct-force head")
         self.direct = forces == "direct" or (forces == "auto" and model.force_head is not None)
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the edge tensors of every call reuse freed heap memory
         self.dtype = resolve_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.name = name

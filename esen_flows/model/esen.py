@@ -126,7 +126,7 @@ class ESENBlock(nn.Module):
         c, h, lmax, mmax = config.channels, config.hidden_channels, config.lmax, config.mmax
         self.lmax, self.mmax, self.channels = lmax, mmax, c
         self.norm_edge = EquivariantRMSNorm(lmax, c)
-        self.conv1 = SO2Convolution(lmax, mmax, 2 * c, h, extra=lmax * h)
+        self.conv1 = SO2Convolution(lmax, mmax, 2 * c, h, extra=lmax * h, parts=2)
         self.radial = RadialMLP(
             [edge_in, config.edge_channels, config.edge_channels, self.conv1.radial_size()]
         )
@@ -134,47 +134,49 @@ class ESENBlock(nn.Module):
         self.norm_node = EquivariantRMSNorm(lmax, c)
         self.ffn = NodeFeedForward(lmax, c, config.ffn_hidden_channels)
 
-    def forward(
-        self, x: torch.Tensor, edges: EdgeInputs, frames: EdgeFrames, graph: Graph
-    ) -> torch.Tensor:
-        """``graph`` holds each neighbour pair once (i = dst, j = src); the radial weights are
-        for the direction i <- j for all pairs, then j <- i."""
-        c = self.channels
-        if graph.num_edges == 0:  # isolated atoms: no messages
+    def forward(self, x: torch.Tensor, edges: EdgeInputs, frames: EdgeFrames) -> torch.Tensor:
+        """Messages along both directions of every pair (``frames``), then the node FFN."""
+        if frames.num_pairs == 0:  # isolated atoms: no messages
             return x + self.ffn(self.norm_node(x))
         h = self.norm_edge(x)
-        # rotate h_j and h_i into the pair's frame once: [A | B]
-        hj, hi = h.index_select(0, graph.src), h.index_select(0, graph.dst)
-        ab = torch.bmm(frames.rot_in, torch.cat([hj, hi], dim=-1))
-        a, b = torch.split(ab, c, dim=-1)
-        # i <- j sees [A | B]; j <- i sees the flipped frame: sign * [B | A]
-        reverse = torch.cat([b, a], dim=-1) * frames.flip[:, None]
-        both = torch.cat([ab, reverse], dim=0)
-        groups = list(torch.split(both, frames.sizes, dim=1))
-        groups, gates = self.conv1(groups, self.radial.forward_pairs(edges))
+        # each direction's source and target features, in that direction's frame (2P, Kt, C):
+        # a direction's input is [source | target], the convolution takes the two blocks apart
+        parts = [
+            torch.split(torch.bmm(frames.rot_in, h.index_select(0, index)), frames.sizes, dim=1)
+            for index in (frames.source, frames.target)
+        ]
+        groups, gates = self.conv1(parts, self.radial.forward_pairs(edges))
         groups = gate_groups(groups, gates, self.lmax, self.mmax)
-        groups, _ = self.conv2(groups)
-        y1, y2 = torch.split(torch.cat(groups, dim=1), graph.num_edges, dim=0)
-        # back to the global frame (envelope folded into the rotation), both directions at once
-        msg = torch.bmm(frames.rot_out_env, torch.cat([y1, y2 * frames.flip[:, None]], dim=-1))
-        to_i, to_j = torch.split(msg, c, dim=-1)
-        x = x.index_add(0, graph.dst, to_i).index_add(0, graph.src, to_j)
+        groups, _ = self.conv2([groups])
+        # back to the global frame (envelope folded into the rotation) and onto the targets
+        msg = torch.bmm(frames.rot_out_env, torch.cat(groups, dim=1))
+        x = x.index_add(0, frames.target, msg)
         return x + self.ffn(self.norm_node(x))
 
 
 @dataclass
 class EdgeFrames:
-    """Per-pair rotations, computed once per forward and shared by all blocks.
+    """Per-direction rotations of every neighbour pair, computed once per forward and shared by
+    all blocks. Directions are ordered i <- j for all P pairs, then j <- i.
 
-    ``rot_in``: (P, K_trunc, K) global -> edge frame, truncated to |m| <= mmax;
-    ``rot_out_env``: (P, K, K_trunc) edge frame -> global, times the envelope; ``flip``:
-    (K_trunc,) signs of the half turn about x that turns the frame of i <- j into one of j <- i.
+    The frame of j <- i is that of i <- j turned half a turn about x, whose Wigner matrix is
+    diagonal +-1 (``flip_sign``): only one rotation per pair is built.
+
+    ``rot_in``: (2P, K_trunc, K) global -> edge frame, truncated to |m| <= mmax;
+    ``rot_out_env``: (2P, K, K_trunc) edge frame -> global, times the envelope;
+    ``source``, ``target``: (2P,) atom indices of each direction's sender and receiver;
+    ``sizes``: coefficients per m-group of the truncated layout.
     """
 
     rot_in: torch.Tensor
     rot_out_env: torch.Tensor
-    flip: torch.Tensor
+    source: torch.Tensor
+    target: torch.Tensor
     sizes: list[int]
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.source.numel()) // 2
 
 
 class ESEN(nn.Module):
@@ -223,14 +225,17 @@ class ESEN(nn.Module):
         self.force_head = nn.Linear(c, 1, bias=False) if config.direct_forces else None
 
     # ------------------------------------------------------------------ features
-    def _edge_frames(self, vec: torch.Tensor, envelope: torch.Tensor) -> EdgeFrames:
-        """Rotations into the (truncated) pair frames and back."""
+    def _edge_frames(self, vec: torch.Tensor, envelope: torch.Tensor, graph: Graph) -> EdgeFrames:
+        """Rotations into the (truncated) frames of both directions of every pair and back."""
         direction = vec / vec.norm(dim=-1, keepdim=True)
-        rot_out = self._truncated_wigner(edge_rotation(direction))
+        rot_out = self._truncated_wigner(edge_rotation(direction))  # (P, K, K_trunc)
+        flip = self.flip_sign.to(vec.dtype)
+        rot_out = torch.cat([rot_out, rot_out * flip], dim=0)
         return EdgeFrames(
             rot_in=rot_out.transpose(1, 2).contiguous(),
-            rot_out_env=rot_out * envelope[:, None, None],
-            flip=self.flip_sign.to(vec.dtype),
+            rot_out_env=rot_out * envelope.repeat(2)[:, None, None],
+            source=torch.cat([graph.src, graph.dst]),
+            target=torch.cat([graph.dst, graph.src]),
             sizes=self.group_sizes,
         )
 
@@ -265,20 +270,17 @@ class ESEN(nn.Module):
             source_table=self.source_embedding.weight,
             target_table=self.target_embedding.weight,
         )
-        frames = self._edge_frames(vec, envelope)
+        frames = self._edge_frames(vec, envelope, graph)
         n = positions.shape[0]
         x = positions.new_zeros(n, self.num_coefficients, cfg.channels)
         x[:, 0] = self.node_embedding(species)
         # edge-degree embedding: m = 0 coefficients from the edge scalars, rotated back
-        m0 = self.degree_mlp.forward_pairs(edges).view(2, -1, cfg.lmax + 1, cfg.channels)
-        m0 = m0 / cfg.degree_normalization
-        flip0 = frames.flip[: cfg.lmax + 1, None]
+        m0 = self.degree_mlp.forward_pairs(edges).view(-1, cfg.lmax + 1, cfg.channels)
         rot_m0 = frames.rot_out_env.narrow(2, 0, cfg.lmax + 1)  # m = 0 columns, enveloped
-        deg = torch.bmm(rot_m0, torch.cat([m0[0], m0[1] * flip0], dim=-1))
-        to_i, to_j = torch.split(deg, cfg.channels, dim=-1)
-        x = x.index_add(0, graph.dst, to_i).index_add(0, graph.src, to_j)
+        deg = torch.bmm(rot_m0, m0 / cfg.degree_normalization)
+        x = x.index_add(0, frames.target, deg)
         for block in self.blocks:
-            x = block(x, edges, frames, graph)
+            x = block(x, edges, frames)
         return self.norm_final(x)
 
     # ------------------------------------------------------------------ forward

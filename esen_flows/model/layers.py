@@ -161,12 +161,26 @@ class SO2Convolution(nn.Module):
     by a Linear with bias; ``extra`` more outputs (the gates) come from the same input.
     m > 0: +m and -m are the real and imaginary parts of a complex vector, multiplied by one
     bias-free complex matrix (W_r + i W_i), which commutes with turns about the edge.
-    Each group stays contiguous, so no slicing (whose backward allocates full zero tensors).
+
+    The input channels may come in ``parts`` (equal blocks along the channel axis, e.g. the
+    source and the target atom's features): each part is multiplied by its rows of the weights
+    and the products are summed, the same result as on the concatenated channels without ever
+    building that concatenation (on a CPU, copies of edge tensors cost as much as products).
     """
 
-    def __init__(self, lmax: int, mmax: int, in_channels: int, out_channels: int, extra: int = 0):
+    def __init__(
+        self,
+        lmax: int,
+        mmax: int,
+        in_channels: int,
+        out_channels: int,
+        extra: int = 0,
+        parts: int = 1,
+    ):
         super().__init__()
-        self.lmax, self.mmax = lmax, mmax
+        if in_channels % parts:
+            raise ValueError(f"in_channels={in_channels} is not a multiple of parts={parts}")
+        self.lmax, self.mmax, self.parts = lmax, mmax, parts
         self.cin, self.cout, self.extra = in_channels, out_channels, extra
         n0 = lmax + 1
         self.m0 = nn.Linear(n0 * in_channels, n0 * out_channels)
@@ -185,29 +199,68 @@ class SO2Convolution(nn.Module):
         """Length of the per-edge radial weight vector (shared by +m and -m)."""
         return sum(self.lmax + 1 - m for m in range(self.mmax + 1)) * self.cin
 
+    def _rows(self, weight: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+        """(n * cin, out) weights -> one (n * cin / parts, out) block per input part (the
+        flattened input index is l * cin + channel)."""
+        if self.parts == 1:
+            return (weight,)
+        w = weight.reshape(n, self.parts, self.cin // self.parts, weight.shape[-1])
+        return tuple(w[:, k].reshape(-1, weight.shape[-1]) for k in range(self.parts))
+
+    def _inputs(
+        self, parts: list[list[torch.Tensor]], g: int, n: int, weight: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """Group ``g`` of every part, times its radial weights, flattened to (E, n * C_part)."""
+        e, c = parts[0][g].shape[0], self.cin // self.parts
+        w = None if weight is None else weight.view(e, n, self.parts, c)
+        out = []
+        for k, groups in enumerate(parts):
+            x = groups[g] if w is None else groups[g] * w[:, :, k]
+            out.append(x.reshape(e, n * c))
+        return out
+
+    @staticmethod
+    def _product(
+        xs: list[torch.Tensor],
+        ws: tuple[torch.Tensor, ...],
+        out: torch.Tensor | None = None,
+        alpha: float = 1.0,
+    ) -> torch.Tensor:
+        """out + alpha * sum_k xs[k] @ ws[k] (accumulated in the matrix products)."""
+        for x, w in zip(xs, ws, strict=True):
+            if out is None:
+                out = x @ w if alpha == 1.0 else torch.mm(x, w).mul_(alpha)
+            else:
+                out = torch.addmm(out, x, w, alpha=alpha)
+        return out
+
     def forward(
-        self, groups: list[torch.Tensor], radial: torch.Tensor | None = None
+        self, parts: list[list[torch.Tensor]], radial: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        e = groups[0].shape[0]
+        """``parts``: per input part, its list of groups; ``radial``: (E, radial_size())."""
+        if len(parts) != self.parts:
+            raise ValueError(f"expected {self.parts} input parts, got {len(parts)}")
+        e = parts[0][0].shape[0]
         n0 = self.lmax + 1
-        weights: tuple[torch.Tensor, ...] = ()
+        weights: list[torch.Tensor | None] = [None] * (self.mmax + 1)
         if radial is not None:
             rsizes = [(self.lmax + 1 - m) * self.cin for m in range(self.mmax + 1)]
-            weights = torch.split(radial, rsizes, dim=1)
-        x0 = groups[0].reshape(e, n0 * self.cin)
-        if radial is not None:
-            x0 = x0 * weights[0]
-        out = [self.m0(x0).view(e, n0, self.cout)]
-        extra = self.gates(x0) if self.gates is not None else None
+            weights = list(torch.split(radial, rsizes, dim=1))
+        x0 = self._inputs(parts, 0, n0, weights[0])
+        m0 = self._product(x0, self._rows(self.m0.weight.T, n0), self.m0.bias)
+        out = [m0.view(e, n0, self.cout)]
+        extra = None
+        if self.gates is not None:
+            extra = self._product(x0, self._rows(self.gates.weight.T, n0), self.gates.bias)
         for m in range(1, self.mmax + 1):
             n = self.lmax + 1 - m
-            xp = groups[2 * m - 1].reshape(e, n * self.cin)
-            xm = groups[2 * m].reshape(e, n * self.cin)
-            if radial is not None:
-                xp, xm = xp * weights[m], xm * weights[m]
-            wr, wi = self.real[m - 1], self.imag[m - 1]
-            out.append((xp @ wr - xm @ wi).view(e, n, self.cout))
-            out.append((xm @ wr + xp @ wi).view(e, n, self.cout))
+            xp = self._inputs(parts, 2 * m - 1, n, weights[m])
+            xm = self._inputs(parts, 2 * m, n, weights[m])
+            wr = self._rows(self.real[m - 1], n)
+            wi = self._rows(self.imag[m - 1], n)
+            real = self._product(xm, wi, self._product(xp, wr), alpha=-1.0)
+            imag = self._product(xp, wi, self._product(xm, wr))
+            out += [real.view(e, n, self.cout), imag.view(e, n, self.cout)]
         return out, extra
 
 

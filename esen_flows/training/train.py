@@ -24,6 +24,7 @@ import torch
 from ase import Atoms
 
 from esen_flows.model import ESEN, ESENConfig
+from esen_flows.model.allocator import keep_freed_memory
 from esen_flows.model.esen import AtomsBatch, read_checkpoint
 
 #: eV/A^3 -> GPa.
@@ -301,6 +302,7 @@ def train_stage(
         raise ValueError("the direct stage needs a model with direct_forces=True")
     if not train_frames or not val_frames:
         raise ValueError("training needs at least one training and one validation frame")
+    keep_freed_memory()  # CPU training: reuse freed edge tensors instead of page-faulting
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path = out_dir / f"{settings.stage}.pt"
