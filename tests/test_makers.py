@@ -137,3 +137,29 @@ def test_same_structure_under_two_labels_is_computed_once(store, alloys, count_e
     (orig,) = query(store, "relaxation", label=alloys[0].info["label"])
     assert doc.energy == orig.energy and doc.key == orig.key
     assert query(store, "relaxation")[0].label == "twin"  # newest first
+
+
+def test_screen_relax_jobs_output_keys_and_the_hull_reads_the_store(store, alloys):
+    from esen_flows.analysis.hull import compute_stability, entry_from_document
+    from esen_flows.makers.screening import relaxation_documents
+
+    flow = ScreeningMaker(potential="emt", batch_size=4).make(alloys)
+    responses = _run(flow, store)
+    relax_jobs = [j for j in flow.jobs if j.name.startswith("relax ")]
+    outputs = [responses[j.uuid][1].output for j in relax_jobs]
+    # the job outputs are small references, not documents
+    assert all(isinstance(o, dict) and set(o) == {"key", "label"} for out in outputs for o in out)
+    labels = sorted(o["label"] for out in outputs[:-1] for o in out)  # last: the references
+    assert labels == sorted(a.info["label"] for a in alloys)
+    # the hull equals one computed by hand from the stored relaxation documents
+    hull = responses[flow.jobs[-1].uuid][1].output
+    docs = {d.label: d for d in query(store, "relaxation")}
+    refs = [entry_from_document(docs[o["label"]]) for o in outputs[-1]]
+    screened = [docs[label] for label in labels]
+    by_hand = {s.label: s for s in compute_stability(screened, refs)}
+    assert len(hull) == len(alloys)
+    for s in hull:
+        assert s.e_above_hull == pytest.approx(by_hand[s.label].e_above_hull, abs=1e-12)
+    # a reference to a result that is not in the store is named, not silently dropped
+    with pytest.raises(LookupError, match="ghost"):
+        relaxation_documents([{"key": "0" * 16, "label": "ghost"}], store)

@@ -47,6 +47,11 @@ class BatchRelaxMaker(Maker):
         Passed to ``get_potential`` (ignored by ASE calculators).
     retry_failed
         Recompute structures whose stored document failed.
+    output_keys
+        Make the job's output the ``{"key", "label"}`` of each result instead of the document
+        (every document is in the results store, written as its structure finished). A screen
+        of many jobs needs this: resolving a job's output makes jobflow read it back, and on the
+        embedded store that read decodes every output of the flow (montydb has no indexes).
     """
 
     name: str = "batch relax"
@@ -58,6 +63,7 @@ class BatchRelaxMaker(Maker):
     device: str | None = None
     dtype: str | None = None
     retry_failed: bool = False
+    output_keys: bool = False
 
     def settings(self, task: str = "relax") -> RelaxSettings:
         """The settings that enter each result's key."""
@@ -92,17 +98,22 @@ def run_batch(
     structures: list[Structure | UnreadableInput],
     task: str = "relax",
     single: bool = False,
-) -> list[RelaxationDocument] | RelaxationDocument:
+) -> list[RelaxationDocument] | RelaxationDocument | list[dict[str, str]]:
     """The job behind the relaxation makers: ``task`` is ``"relax"`` or ``"static"``."""
+    store = _current_store()
+    if maker.output_keys and store is None:
+        raise ValueError(f"{maker.name}: output_keys needs a job store to keep the documents in")
     potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
     docs = run_relaxations(
         structures,
         potential,
         maker.settings(task),
-        store=_current_store(),
+        store=store,
         retry_failed=maker.retry_failed,
         desc=maker.name,
     )
+    if maker.output_keys:
+        return [{"key": d.key, "label": d.label} for d in docs]
     return docs[0] if single else docs
 
 

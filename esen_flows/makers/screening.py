@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from jobflow import Flow, Maker, Response, job
+from jobflow import Flow, JobStore, Maker, Response, job
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
@@ -15,13 +15,34 @@ from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
 from esen_flows.schemas import PhononDocument, RelaxationDocument, StabilityDocument
-from esen_flows.stores import save_documents
+from esen_flows.stores import find_documents, save_documents
+
+Relaxed = RelaxationDocument | dict[str, str]
+
+
+def relaxation_documents(items: list[Relaxed], store: JobStore | None) -> list[RelaxationDocument]:
+    """Documents for job outputs that are documents or ``{"key", "label"}`` references (of a
+    ``BatchRelaxMaker(output_keys=True)``), the latter read from the results store at once."""
+    refs = [(d["key"], d["label"]) for d in items if isinstance(d, dict)]
+    found: dict[tuple[str, str], RelaxationDocument] = {}
+    if refs:
+        if store is None:
+            raise ValueError("relaxation results given by key need the job store to read them")
+        keys = sorted({key for key, _ in refs})
+        found = {(d.key, d.label): d for d in find_documents(store, "relaxation", keys=keys)}
+        missing = [f"{label} ({key})" for key, label in refs if (key, label) not in found]
+        if missing:
+            raise LookupError(
+                f"{len(missing)} relaxation results are not in the results store: "
+                + ", ".join(missing[:5])
+            )
+    return [found[(d["key"], d["label"])] if isinstance(d, dict) else d for d in items]
 
 
 @job(config=STORE_CONFIG)
 def stability_job(
-    relaxations: list[list[RelaxationDocument]],
-    references: list[RelaxationDocument] | None = None,
+    relaxations: list[list[Relaxed]],
+    references: list[Relaxed] | None = None,
     reference_entries: list[ComputedEntry] | None = None,
     e_hull_max: float = 0.05,
     compete: bool = True,
@@ -31,9 +52,11 @@ def stability_job(
     Parameters
     ----------
     relaxations
-        The outputs of the batch relaxation jobs (lists of documents).
+        The outputs of the batch relaxation jobs: lists of documents, or of their
+        ``{"key", "label"}`` (read from the results store in one query).
     references
-        Relaxed elemental references (fcc, bcc, hcp); the lowest per element is used.
+        Relaxed elemental references (fcc, bcc, hcp), the same way; the lowest per element is
+        used.
     reference_entries
         User-supplied competing phases (computed with the same potential).
     e_hull_max
@@ -41,11 +64,12 @@ def stability_job(
     compete
         Screened structures join the hull (True) or face the references alone (False).
     """
-    docs = [d for batch in relaxations for d in batch]
-    entries = list(reference_entries or [])
-    entries += [entry_from_document(d) for d in references or [] if d.status == "ok"]
-    stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
     store = _current_store()
+    docs = relaxation_documents([d for batch in relaxations for d in batch], store)
+    entries = list(reference_entries or [])
+    refs = relaxation_documents(list(references or []), store)
+    entries += [entry_from_document(d) for d in refs if d.status == "ok"]
+    stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
     if store is not None:
         save_documents(store, stability)
     return stability
@@ -169,7 +193,8 @@ class ScreeningMaker(Maker):
         items: list[Structure | UnreadableInput] = load_structures(structures)
         if not items:
             raise ValueError("nothing to screen: no structure was given")
-        relax = replace(self.relax_maker, potential=self.potential)
+        # the hull reads the relaxed documents from the results store: small job outputs
+        relax = replace(self.relax_maker, potential=self.potential, output_keys=True)
         n_batches = math.ceil(len(items) / self.batch_size)
         jobs = []
         for b in range(n_batches):
