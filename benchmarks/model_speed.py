@@ -29,7 +29,11 @@ sys.path.insert(0, str(HERE))
 from _workloads import CONFIGS, WORKLOADS, atoms_per_second, cu_cells  # noqa: E402
 
 from esen_flows.model import ESEN, AtomsBatch, ESENConfig  # noqa: E402
-from esen_flows.model.allocator import TRIM_THRESHOLD, keep_freed_memory  # noqa: E402
+from esen_flows.model.allocator import (  # noqa: E402
+    MMAP_THRESHOLD,
+    TRIM_THRESHOLD,
+    keep_freed_memory,
+)
 
 
 def our_config(name: str) -> ESENConfig:
@@ -69,7 +73,10 @@ def measure_ours(name: str, workloads: list[str], reps: int, device: str) -> dic
 
 
 #: glibc's environment equivalent of ``keep_freed_memory`` (for the peer's process).
-KEEP_FREED_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+KEEP_FREED_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+}
 
 
 def run_worker(cmd: list[str], label: str, extra_env: dict | None = None) -> dict[str, float]:

@@ -80,3 +80,20 @@ def test_documents_state_the_precision_used(checkpoint, tmp_path):
     a = responses[default.uuid][1].output[0]
     b = responses[explicit.uuid][1].output[0]
     assert a.settings["dtype"] == "float32" and a.key == b.key  # same computation, same key
+
+
+def test_keep_freed_memory_applies_once_and_can_be_turned_off():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = "from esen_flows.model.allocator import keep_freed_memory as k; print(k(), k())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.split() == [str(glibc)] * 2
+    env = {**os.environ, "ESEN_FLOWS_KEEP_FREED_MEMORY": "0"}
+    off = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert off.stdout.split() == ["False", "False"]
