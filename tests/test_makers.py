@@ -160,6 +160,12 @@ def test_screen_relax_jobs_output_keys_and_the_hull_reads_the_store(store, alloy
     assert len(hull) == len(alloys)
     for s in hull:
         assert s.e_above_hull == pytest.approx(by_hand[s.label].e_above_hull, abs=1e-12)
+    # the hull's output (tens of MB for a large screen) is a blob in the data store
+    raw = store.docs_store.query_one({"uuid": flow.jobs[-1].uuid})
+    assert raw["output"]["store"] == "data" and raw["output"]["blob_uuid"]
+    loaded = MontyDecoder().process_decoded(store.get_output(flow.jobs[-1].uuid, load=True))
+    assert [d.label for d in loaded] == [s.label for s in hull]
+    assert [d.e_above_hull for d in loaded] == [s.e_above_hull for s in hull]
     # a reference to a result that is not in the store is named, not silently dropped
     with pytest.raises(LookupError, match="ghost"):
         relaxation_documents([{"key": "0" * 16, "label": "ghost"}], store)

@@ -15,7 +15,7 @@ from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
 from esen_flows.schemas import PhononDocument, RelaxationDocument, StabilityDocument
-from esen_flows.stores import find_documents, save_documents
+from esen_flows.stores import data_store, find_documents, save_documents
 
 Relaxed = RelaxationDocument | dict[str, str]
 
@@ -39,7 +39,7 @@ def relaxation_documents(items: list[Relaxed], store: JobStore | None) -> list[R
     return [found[(d["key"], d["label"])] if isinstance(d, dict) else d for d in items]
 
 
-@job(config=STORE_CONFIG)
+@job(config=STORE_CONFIG, data=True)
 def stability_job(
     relaxations: list[list[Relaxed]],
     references: list[Relaxed] | None = None,
@@ -65,6 +65,10 @@ def stability_job(
         Screened structures join the hull (True) or face the references alone (False).
     """
     store = _current_store()
+    if store is not None:
+        # the output (one document per structure, tens of MB for a large screen) goes to the
+        # data store (``data=True``; GridFS in production): a MongoDB document holds 16 MB
+        data_store(store)
     docs = relaxation_documents([d for batch in relaxations for d in batch], store)
     entries = list(reference_entries or [])
     refs = relaxation_documents(list(references or []), store)
