@@ -69,9 +69,10 @@ def stability_job(
         # the output (one document per structure, tens of MB for a large screen) goes to the
         # data store (``data=True``; GridFS in production): a MongoDB document holds 16 MB
         data_store(store)
-    docs = relaxation_documents([d for batch in relaxations for d in batch], store)
+    screened = [d for batch in relaxations for d in batch]
+    every = relaxation_documents(screened + list(references or []), store)  # one store read
+    docs, refs = every[: len(screened)], every[len(screened) :]
     entries = list(reference_entries or [])
-    refs = relaxation_documents(list(references or []), store)
     entries += [entry_from_document(d) for d in refs if d.status == "ok"]
     stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
     if store is not None:

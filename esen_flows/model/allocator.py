@@ -17,6 +17,7 @@ allocator alone.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -27,16 +28,13 @@ MMAP_THRESHOLD = 32 * 2**20
 #: Freed memory at the top of the heap kept before glibc returns it (bytes; the int limit).
 TRIM_THRESHOLD = 2**31 - 1
 
-_state: dict[str, bool] = {}
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's malloc reuse freed large blocks (process-wide, once). True when applied.
 
     Nothing happens (False) off glibc, or when ``ESEN_FLOWS_KEEP_FREED_MEMORY`` is ``0``.
     """
-    if "applied" in _state:
-        return _state["applied"]
     applied = False
     if os.environ.get("ESEN_FLOWS_KEEP_FREED_MEMORY", "1") != "0" and _is_glibc():
         try:
@@ -46,7 +44,6 @@ def keep_freed_memory() -> bool:
             )
         except (OSError, AttributeError):
             applied = False
-    _state["applied"] = applied
     return applied
 
 

@@ -124,7 +124,7 @@ class ESENBlock(nn.Module):
     def __init__(self, config: ESENConfig, edge_in: int):
         super().__init__()
         c, h, lmax, mmax = config.channels, config.hidden_channels, config.lmax, config.mmax
-        self.lmax, self.mmax, self.channels = lmax, mmax, c
+        self.lmax, self.mmax = lmax, mmax
         self.norm_edge = EquivariantRMSNorm(lmax, c)
         self.conv1 = SO2Convolution(lmax, mmax, 2 * c, h, extra=lmax * h, parts=2)
         self.radial = RadialMLP(
