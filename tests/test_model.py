@@ -279,3 +279,35 @@ def test_continuous_where_the_edge_frame_switches_chart(model):
     up, down = pair(1e-9), pair(-1e-9)
     assert up["energy"][0] == pytest.approx(down["energy"][0], abs=1e-9)
     np.testing.assert_allclose(up["forces"], down["forces"], atol=1e-8)
+
+
+@pytest.mark.parametrize("lmax,mmax", [(2, 2), (3, 1)])
+def test_two_part_convolution_equals_one_on_concatenated_channels(lmax, mmax):
+    """SO2Convolution(parts=2) on source and target blocks, its radial weights in the
+    [m][part][l][channel] order that ``radial_order`` gives, equals the one-part convolution of
+    the concatenated channels with the same weights and the radial weights in plain order."""
+    from esen_flows.model.layers import RadialMLP, SO2Convolution, truncated_layout
+
+    torch.manual_seed(3)
+    c, e = 3, 7
+    two = SO2Convolution(lmax, mmax, 2 * c, 4, extra=5, parts=2).double()
+    one = SO2Convolution(lmax, mmax, 2 * c, 4, extra=5, parts=1).double()
+    one.load_state_dict(two.state_dict())
+    sizes = truncated_layout(lmax, mmax)[2]
+    src = [torch.randn(e, n, c, dtype=torch.float64) for n in sizes]
+    dst = [torch.randn(e, n, c, dtype=torch.float64) for n in sizes]
+    mlp = RadialMLP([4, 6, 6, two.radial_size()]).double()
+    ordered = RadialMLP([4, 6, 6, two.radial_size()], output_order=two.radial_order()).double()
+    ordered.load_state_dict(mlp.state_dict())
+    x = torch.randn(e, 4, dtype=torch.float64)
+    plain = mlp(x)
+    np.testing.assert_array_equal(ordered(x).detach(), plain[:, two.radial_order()].detach())
+    got, gates = two([src, dst], ordered(x))
+    want, want_gates = one(
+        [[torch.cat([s, d], dim=-1) for s, d in zip(src, dst, strict=True)]], plain
+    )
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.detach(), b.detach(), atol=1e-12)
+    np.testing.assert_allclose(gates.detach(), want_gates.detach(), atol=1e-12)
+    with pytest.raises(ValueError, match="permutation"):
+        RadialMLP([4, 6, 6, 3], output_order=[0, 0, 1])

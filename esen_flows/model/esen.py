@@ -128,7 +128,8 @@ class ESENBlock(nn.Module):
         self.norm_edge = EquivariantRMSNorm(lmax, c)
         self.conv1 = SO2Convolution(lmax, mmax, 2 * c, h, extra=lmax * h, parts=2)
         self.radial = RadialMLP(
-            [edge_in, config.edge_channels, config.edge_channels, self.conv1.radial_size()]
+            [edge_in, config.edge_channels, config.edge_channels, self.conv1.radial_size()],
+            output_order=self.conv1.radial_order(),
         )
         self.conv2 = SO2Convolution(lmax, mmax, h, c)
         self.norm_node = EquivariantRMSNorm(lmax, c)

@@ -76,18 +76,36 @@ def polynomial_envelope(u: torch.Tensor, p: int = 5) -> torch.Tensor:
 
 
 class RadialMLP(nn.Module):
-    """Linear-LayerNorm-SiLU, twice, then Linear: edge scalars to per-edge weights."""
+    """Linear-LayerNorm-SiLU, twice, then Linear: edge scalars to per-edge weights.
 
-    def __init__(self, sizes: list[int]):
+    ``output_order`` (optional) permutes the outputs: output k is the last Linear's row
+    ``output_order[k]``. The weights keep their order (checkpoints do not change); the
+    permuted rows are gathered per call, a (out, hidden) matrix, not an edge tensor.
+    """
+
+    def __init__(self, sizes: list[int], output_order: list[int] | None = None):
         super().__init__()
+        if len(sizes) < 3:
+            raise ValueError(f"a radial MLP needs at least one hidden layer, got sizes {sizes}")
         layers: list[nn.Module] = []
         for a, b in itertools.pairwise(sizes[:-1]):
             layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
         layers.append(nn.Linear(sizes[-2], sizes[-1]))
         self.net = nn.Sequential(*layers)
+        if output_order is not None and sorted(output_order) != list(range(sizes[-1])):
+            raise ValueError("output_order must be a permutation of the outputs")
+        order = None if output_order is None else torch.tensor(output_order)
+        self.register_buffer("output_order", order, persistent=False)
+
+    def _last(self, h: torch.Tensor) -> torch.Tensor:
+        last = self.net[-1]
+        if self.output_order is None:
+            return last(h)
+        order = self.output_order
+        return nn.functional.linear(h, last.weight[order], last.bias[order])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self._last(self.net[:-1](x))
 
     def forward_pairs(self, edges: EdgeInputs) -> torch.Tensor:
         """The same MLP on [rbf, source embedding, target embedding] for both directions of
@@ -110,7 +128,7 @@ class RadialMLP(nn.Module):
             ],
             dim=0,
         )
-        return self.net[1:](h)
+        return self._last(self.net[1:-1](h))
 
 
 @dataclass
@@ -166,6 +184,11 @@ class SO2Convolution(nn.Module):
     source and the target atom's features): each part is multiplied by its rows of the weights
     and the products are summed, the same result as on the concatenated channels without ever
     building that concatenation (on a CPU, copies of edge tensors cost as much as products).
+
+    The radial weights (E, ``radial_size()``) are ordered [m][part][l][channel], so that the
+    weights of each part and m are one contiguous block of columns (a strided slice would cost
+    a zero-filled copy per part in the backward pass). ``radial_order()`` maps that order to the
+    [m][l][channels of all parts] order of the concatenated input.
     """
 
     def __init__(
@@ -199,6 +222,21 @@ class SO2Convolution(nn.Module):
         """Length of the per-edge radial weight vector (shared by +m and -m)."""
         return sum(self.lmax + 1 - m for m in range(self.mmax + 1)) * self.cin
 
+    def radial_order(self) -> list[int] | None:
+        """For each radial weight in this convolution's [m][part][l][channel] order, its index
+        in the [m][l][channel of the concatenated parts] order; None for one part."""
+        if self.parts == 1:
+            return None
+        cp, order, offset = self.cin // self.parts, [], 0
+        for m in range(self.mmax + 1):
+            n = self.lmax + 1 - m
+            for k in range(self.parts):
+                for l in range(n):
+                    start = offset + l * self.cin + k * cp
+                    order.extend(range(start, start + cp))
+            offset += n * self.cin
+        return order
+
     def _rows(self, weight: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
         """(n * cin, out) weights -> one (n * cin / parts, out) block per input part (the
         flattened input index is l * cin + channel)."""
@@ -208,14 +246,18 @@ class SO2Convolution(nn.Module):
         return tuple(w[:, k].reshape(-1, weight.shape[-1]) for k in range(self.parts))
 
     def _inputs(
-        self, parts: list[list[torch.Tensor]], g: int, n: int, weight: torch.Tensor | None
+        self,
+        parts: list[list[torch.Tensor]],
+        g: int,
+        n: int,
+        weights: tuple[torch.Tensor, ...] | None,
     ) -> list[torch.Tensor]:
-        """Group ``g`` of every part, times its radial weights, flattened to (E, n * C_part)."""
+        """Group ``g`` of every part, times that part's radial weights (E, n * C_part),
+        flattened to (E, n * C_part)."""
         e, c = parts[0][g].shape[0], self.cin // self.parts
-        w = None if weight is None else weight.view(e, n, self.parts, c)
         out = []
         for k, groups in enumerate(parts):
-            x = groups[g] if w is None else groups[g] * w[:, :, k]
+            x = groups[g] if weights is None else groups[g] * weights[k].view(e, n, c)
             out.append(x.reshape(e, n * c))
         return out
 
@@ -237,15 +279,22 @@ class SO2Convolution(nn.Module):
     def forward(
         self, parts: list[list[torch.Tensor]], radial: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """``parts``: per input part, its list of groups; ``radial``: (E, radial_size())."""
+        """``parts``: per input part, its list of groups; ``radial``: (E, radial_size()) in
+        the [m][part][l][channel] order."""
         if len(parts) != self.parts:
             raise ValueError(f"expected {self.parts} input parts, got {len(parts)}")
         e = parts[0][0].shape[0]
         n0 = self.lmax + 1
-        weights: list[torch.Tensor | None] = [None] * (self.mmax + 1)
+        weights: list[tuple[torch.Tensor, ...] | None] = [None] * (self.mmax + 1)
         if radial is not None:
-            rsizes = [(self.lmax + 1 - m) * self.cin for m in range(self.mmax + 1)]
-            weights = list(torch.split(radial, rsizes, dim=1))
+            cp = self.cin // self.parts
+            sizes = [(self.lmax + 1 - m) * cp for m in range(self.mmax + 1)]
+            blocks = torch.split(
+                radial, [s for s in sizes for _ in range(self.parts)], dim=1
+            )  # one contiguous block of columns per (m, part)
+            weights = [
+                tuple(blocks[m * self.parts : (m + 1) * self.parts]) for m in range(self.mmax + 1)
+            ]
         x0 = self._inputs(parts, 0, n0, weights[0])
         m0 = self._product(x0, self._rows(self.m0.weight.T, n0), self.m0.bias)
         out = [m0.view(e, n0, self.cout)]
