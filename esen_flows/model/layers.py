@@ -268,12 +268,21 @@ class SO2Convolution(nn.Module):
         out: torch.Tensor | None = None,
         alpha: float = 1.0,
     ) -> torch.Tensor:
-        """out + alpha * sum_k xs[k] @ ws[k] (accumulated in the matrix products)."""
+        """out + alpha * sum_k xs[k] @ ws[k] (accumulated in the matrix products).
+
+        ``out`` is consumed: a bias (a leaf) is added out of place, an intermediate product
+        is accumulated into in place (matrix products keep their inputs for the backward
+        pass, never their outputs; an out-of-place ``addmm`` would copy the edge tensor).
+        """
+        fresh = out is not None and not out.is_leaf  # a product: safe to accumulate into
         for x, w in zip(xs, ws, strict=True):
             if out is None:
                 out = x @ w if alpha == 1.0 else torch.mm(x, w).mul_(alpha)
+            elif fresh:
+                out = out.addmm_(x, w, alpha=alpha)
             else:
                 out = torch.addmm(out, x, w, alpha=alpha)
+            fresh = True
         return out
 
     def forward(
