@@ -285,29 +285,60 @@ def test_continuous_where_the_edge_frame_switches_chart(model):
 def test_two_part_convolution_equals_one_on_concatenated_channels(lmax, mmax):
     """SO2Convolution(parts=2) on source and target blocks, its radial weights in the
     [m][part][l][channel] order that ``radial_order`` gives, equals the one-part convolution of
-    the concatenated channels with the same weights and the radial weights in plain order."""
-    from esen_flows.model.layers import RadialMLP, SO2Convolution, truncated_layout
+    the concatenated channels with the same weights and the radial weights in plain order; its
+    first and second derivatives are right (gradcheck, gradgradcheck: training differentiates
+    forces)."""
+    from esen_flows.model.layers import (
+        EdgeInputs,
+        RadialMLP,
+        SO2Convolution,
+        truncated_layout,
+    )
 
     torch.manual_seed(3)
-    c, e = 3, 7
+    c, e, z = 3, 7, 4
     two = SO2Convolution(lmax, mmax, 2 * c, 4, extra=5, parts=2).double()
     one = SO2Convolution(lmax, mmax, 2 * c, 4, extra=5, parts=1).double()
     one.load_state_dict(two.state_dict())
     sizes = truncated_layout(lmax, mmax)[2]
     src = [torch.randn(e, n, c, dtype=torch.float64) for n in sizes]
     dst = [torch.randn(e, n, c, dtype=torch.float64) for n in sizes]
-    mlp = RadialMLP([4, 6, 6, two.radial_size()]).double()
-    ordered = RadialMLP([4, 6, 6, two.radial_size()], output_order=two.radial_order()).double()
+    mlp = RadialMLP([4 + 2 * 5, 6, 6, two.radial_size()]).double()
+    ordered = RadialMLP([4 + 2 * 5, 6, 6, two.radial_size()], output_order=two.radial_order())
+    ordered = ordered.double()
     ordered.load_state_dict(mlp.state_dict())
-    x = torch.randn(e, 4, dtype=torch.float64)
-    plain = mlp(x)
-    np.testing.assert_array_equal(ordered(x).detach(), plain[:, two.radial_order()].detach())
-    got, gates = two([src, dst], ordered(x))
-    want, want_gates = one(
-        [[torch.cat([s, d], dim=-1) for s, d in zip(src, dst, strict=True)]], plain
+    edges = EdgeInputs(  # the path the model takes: per pair, both directions
+        rbf=torch.randn(e, 4, dtype=torch.float64),
+        zi=torch.randint(0, z, (e,)),
+        zj=torch.randint(0, z, (e,)),
+        source_table=torch.randn(z, 5, dtype=torch.float64),
+        target_table=torch.randn(z, 5, dtype=torch.float64),
     )
+    plain = mlp.forward_pairs(edges)  # (2e, radial_size)
+    np.testing.assert_allclose(
+        ordered.forward_pairs(edges).detach(), plain[:, two.radial_order()].detach(), atol=1e-14
+    )
+    both = [torch.cat([g, g.flip(0)]) for g in src], [torch.cat([g, g.flip(0)]) for g in dst]
+    got, gates = two(list(both), ordered.forward_pairs(edges))
+    concatenated = [torch.cat([s, d], dim=-1) for s, d in zip(*both, strict=True)]
+    want, want_gates = one([concatenated], plain)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a.detach(), b.detach(), atol=1e-12)
     np.testing.assert_allclose(gates.detach(), want_gates.detach(), atol=1e-12)
+
+    def conv(*tensors):
+        k = len(sizes)
+        groups, gate = two([list(tensors[:k]), list(tensors[k : 2 * k])], tensors[-1])
+        return (*groups, gate)
+
+    inputs = (*(g.requires_grad_() for g in src), *(g.requires_grad_() for g in dst))
+    radial = torch.randn(e, two.radial_size(), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv, (*inputs, radial))
+    assert torch.autograd.gradgradcheck(conv, (*inputs, radial))
     with pytest.raises(ValueError, match="permutation"):
         RadialMLP([4, 6, 6, 3], output_order=[0, 0, 1])
+
+
+def test_blocks_give_the_first_convolution_its_radial_order(model):
+    for block in model.blocks:
+        assert block.radial.output_order.tolist() == block.conv1.radial_order()

@@ -76,7 +76,7 @@ def polynomial_envelope(u: torch.Tensor, p: int = 5) -> torch.Tensor:
 
 
 class RadialMLP(nn.Module):
-    """Linear-LayerNorm-SiLU, twice, then Linear: edge scalars to per-edge weights.
+    """(Linear-LayerNorm-SiLU) per hidden width, then Linear: edge scalars to per-edge weights.
 
     ``output_order`` (optional) permutes the outputs: output k is the last Linear's row
     ``output_order[k]``. The weights keep their order (checkpoints do not change); the
@@ -94,7 +94,7 @@ class RadialMLP(nn.Module):
         self.net = nn.Sequential(*layers)
         if output_order is not None and sorted(output_order) != list(range(sizes[-1])):
             raise ValueError("output_order must be a permutation of the outputs")
-        order = None if output_order is None else torch.tensor(output_order)
+        order = None if output_order is None else torch.tensor(output_order, dtype=torch.long)
         self.register_buffer("output_order", order, persistent=False)
 
     def _last(self, h: torch.Tensor) -> torch.Tensor:
@@ -252,8 +252,8 @@ class SO2Convolution(nn.Module):
         n: int,
         weights: tuple[torch.Tensor, ...] | None,
     ) -> list[torch.Tensor]:
-        """Group ``g`` of every part, times that part's radial weights (E, n * C_part),
-        flattened to (E, n * C_part)."""
+        """Group ``g`` of every part, each times its own block of radial weights, flattened
+        to (E, n * C_part)."""
         e, c = parts[0][g].shape[0], self.cin // self.parts
         out = []
         for k, groups in enumerate(parts):
@@ -263,26 +263,23 @@ class SO2Convolution(nn.Module):
 
     @staticmethod
     def _product(
-        xs: list[torch.Tensor],
-        ws: tuple[torch.Tensor, ...],
-        out: torch.Tensor | None = None,
-        alpha: float = 1.0,
+        terms: list[tuple[torch.Tensor, torch.Tensor, float]], bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """out + alpha * sum_k xs[k] @ ws[k] (accumulated in the matrix products).
+        """bias + sum of sign * x @ w over ``terms`` of (x, w, sign).
 
-        ``out`` is consumed: a bias (a leaf) is added out of place, an intermediate product
-        is accumulated into in place (matrix products keep their inputs for the backward
-        pass, never their outputs; an out-of-place ``addmm`` would copy the edge tensor).
+        The first product (with the bias) makes a new tensor and the others are accumulated
+        into it in place: a matrix product keeps its inputs for the backward pass, never its
+        output, and an out-of-place ``addmm`` would first copy the whole edge tensor. Under
+        autocast the accumulation is out of place (in-place ops are not autocast).
         """
-        fresh = out is not None and not out.is_leaf  # a product: safe to accumulate into
-        for x, w in zip(xs, ws, strict=True):
-            if out is None:
-                out = x @ w if alpha == 1.0 else torch.mm(x, w).mul_(alpha)
-            elif fresh:
-                out = out.addmm_(x, w, alpha=alpha)
-            else:
-                out = torch.addmm(out, x, w, alpha=alpha)
-            fresh = True
+        x, w, sign = terms[0]
+        if bias is not None:
+            out = torch.addmm(bias, x, w, alpha=sign)
+        else:
+            out = x @ w if sign == 1.0 else torch.mm(x, w).mul_(sign)
+        in_place = not _autocast_enabled(x.device.type)
+        for x, w, sign in terms[1:]:
+            out = out.addmm_(x, w, alpha=sign) if in_place else torch.addmm(out, x, w, alpha=sign)
         return out
 
     def forward(
@@ -304,22 +301,34 @@ class SO2Convolution(nn.Module):
             weights = [
                 tuple(blocks[m * self.parts : (m + 1) * self.parts]) for m in range(self.mmax + 1)
             ]
+
+        def terms(xs, ws, sign=1.0):
+            return [(x, w, sign) for x, w in zip(xs, ws, strict=True)]
+
         x0 = self._inputs(parts, 0, n0, weights[0])
-        m0 = self._product(x0, self._rows(self.m0.weight.T, n0), self.m0.bias)
+        m0 = self._product(terms(x0, self._rows(self.m0.weight.T, n0)), self.m0.bias)
         out = [m0.view(e, n0, self.cout)]
         extra = None
         if self.gates is not None:
-            extra = self._product(x0, self._rows(self.gates.weight.T, n0), self.gates.bias)
+            extra = self._product(terms(x0, self._rows(self.gates.weight.T, n0)), self.gates.bias)
         for m in range(1, self.mmax + 1):
             n = self.lmax + 1 - m
             xp = self._inputs(parts, 2 * m - 1, n, weights[m])
             xm = self._inputs(parts, 2 * m, n, weights[m])
             wr = self._rows(self.real[m - 1], n)
             wi = self._rows(self.imag[m - 1], n)
-            real = self._product(xm, wi, self._product(xp, wr), alpha=-1.0)
-            imag = self._product(xp, wi, self._product(xm, wr))
+            real = self._product(terms(xp, wr) + terms(xm, wi, -1.0))  # (xp + i xm)(wr + i wi)
+            imag = self._product(terms(xp, wi) + terms(xm, wr))
             out += [real.view(e, n, self.cout), imag.view(e, n, self.cout)]
         return out, extra
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch < 2.4 takes no device type)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
 def gate_groups(
