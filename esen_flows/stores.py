@@ -14,6 +14,7 @@ re-run skip finished work, and what ``esen_flows.analysis.query`` reads.
 from __future__ import annotations
 
 import base64
+import sqlite3
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -119,7 +120,11 @@ def save_documents(store: JobStore, docs: Iterable[ResultDocument]) -> None:
     indexes, so an upsert scans the whole collection and a screen of n structures would cost
     O(n^2); readers (``find_documents``) keep the newest document of each (kind, key, label).
     """
-    _write(results_store(store), [d.to_store() for d in docs])
+    rows = [d.to_store() for d in docs]
+    results = results_store(store)
+    _write(results, rows)
+    if rows and isinstance(results, MontyStore):
+        _KeyIndex.of(results).add((r["kind"], r["key"]) for r in rows)
 
 
 def _write(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -144,6 +149,13 @@ def find_documents(
     wanted = None if keys is None else set(keys)
     if wanted is not None and not isinstance(results, MontyStore):
         criteria["key"] = {"$in": sorted(wanted)}
+    elif wanted is not None:
+        # montydb reads and decodes every document of a query: a screen whose jobs each look
+        # up their keys would cost O(jobs x results). The key index answers "none of these"
+        # without touching the collection, which is every lookup of a new screen.
+        wanted &= _KeyIndex.of(results).present(kind, wanted)
+        if not wanted:
+            return []
     # montydb evaluates $in by a list scan for every document (10k keys over 10k documents:
     # 100 s); it decodes every document anyway, so the keys are matched here with a set
     cls = document_class(kind)
@@ -157,6 +169,79 @@ def find_documents(
             seen.add(unique)
             out.append(cls.from_store(row))
     return out
+
+
+class _KeyIndex:
+    """Which (kind, key) pairs an embedded results store holds: a SQLite table with a primary
+    key next to the montydb collection, which has no indexes.
+
+    It only ever narrows a lookup: a key it lacks (a document written by an older version, or
+    by a process killed between the two writes) would at worst be computed again, and a key it
+    has is then read from the collection itself. A missing or unfinished index is rebuilt from
+    one scan of the collection.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def of(cls, store: MontyStore) -> _KeyIndex:
+        folder = Path(store.database_path)
+        index = cls(folder / f"{store.database_name}.{store.collection_name}.keys.sqlite")
+        if not index._complete():
+            index._rebuild(_connected(store))
+        return index
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60)
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS keys (kind TEXT, key TEXT, PRIMARY KEY (kind, key)) "
+            "WITHOUT ROWID"
+        )
+        con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+        return con
+
+    def _complete(self) -> bool:
+        if not self.path.is_file():
+            return False
+        con = self._connect()
+        try:
+            return con.execute("SELECT 1 FROM meta WHERE name = 'complete'").fetchone() is not None
+        finally:
+            con.close()
+
+    def _rebuild(self, store: MontyStore) -> None:
+        rows = (
+            (r.get("kind"), r.get("key"))
+            for r in store.query(criteria={}, properties=["kind", "key"])
+        )
+        self.add(rows, complete=True)
+
+    def add(self, pairs: Iterable[tuple[str, str]], complete: bool = False) -> None:
+        """Record (kind, key) pairs; ``complete`` marks the index as covering the collection."""
+        con = self._connect()
+        try:
+            with con:
+                con.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?)", list(pairs))
+                if complete:
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('complete', '1')")
+        finally:
+            con.close()
+
+    def present(self, kind: str, keys: Iterable[str]) -> set[str]:
+        """The ``keys`` recorded for ``kind``."""
+        keys = list(keys)
+        found: set[str] = set()
+        con = self._connect()
+        try:
+            for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                chunk = keys[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key FROM keys WHERE kind = ? AND key IN ({marks})"
+                found.update(k for (k,) in con.execute(query, [kind, *chunk]))
+        finally:
+            con.close()
+        return found
 
 
 def save_data(store: JobStore, kind: str, key: str, label: str, payload: dict[str, Any]) -> None:

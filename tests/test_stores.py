@@ -40,3 +40,40 @@ def test_results_store_derived_when_not_configured():
     assert derived.collection_name == "outputs_results"
     save_documents(store, [_doc("x")])
     assert [d.label for d in find_documents(store, "relaxation")] == ["x"]
+
+
+def test_key_lookups_on_the_embedded_store_skip_the_collection_for_new_keys(tmp_path, monkeypatch):
+    """montydb decodes every document of a query: a lookup of keys the store does not hold
+    (every relaxation job of a new screen) must not query the collection at all, and the key
+    index must not hide documents written before it existed."""
+    from maggma.stores import MontyStore
+
+    from esen_flows import stores
+
+    store = default_store(tmp_path / "s")
+    save_documents(store, [_doc("a", key="k1"), _doc("b", key="k2")])
+    calls = []
+    real_query = MontyStore.query
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.collection_name)
+        return real_query(self, *args, **kwargs)
+
+    monkeypatch.setattr(MontyStore, "query", counting)
+    assert find_documents(store, "relaxation", keys=["new-1", "new-2"]) == []
+    assert find_documents(store, "phonon", keys=["k1"]) == []  # the key under another kind
+    assert calls == []
+    assert [d.label for d in find_documents(store, "relaxation", keys=["k2", "new-1"])] == ["b"]
+    assert calls == ["results"]
+
+    # documents written without the index (an older store) are found: it is rebuilt once
+    old = default_store(tmp_path / "old")
+    stores._write(results_store(old), [_doc("c", key="k3").to_store()])
+    index = next((tmp_path / "old").glob("*.keys.sqlite"), None)
+    assert index is None
+    assert [d.label for d in find_documents(old, "relaxation", keys=["k3"])] == ["c"]
+    assert next((tmp_path / "old").glob("*.keys.sqlite")).is_file()
+    # an index deleted by hand is rebuilt too
+    for f in (tmp_path / "s").glob("*.keys.sqlite"):
+        f.unlink()
+    assert [d.label for d in find_documents(store, "relaxation", keys=["k1"])] == ["a"]
