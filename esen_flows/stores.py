@@ -122,9 +122,10 @@ def save_documents(store: JobStore, docs: Iterable[ResultDocument]) -> None:
     """
     rows = [d.to_store() for d in docs]
     results = results_store(store)
+    index = _KeyIndex.of(results) if rows and isinstance(results, MontyStore) else None
+    if index is not None:  # first: the index may hold a key the collection lacks, never less
+        index.add((r["kind"], r["key"]) for r in rows)
     _write(results, rows)
-    if rows and isinstance(results, MontyStore):
-        _KeyIndex.of(results).add((r["kind"], r["key"]) for r in rows)
 
 
 def _write(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -136,6 +137,8 @@ def _write(store: Store, rows: list[dict[str, Any]]) -> None:
     if isinstance(target, MontyStore):
         target._collection.insert_many([jsanitize(r, allow_bson=True) for r in rows])
     else:
+        # an index on key: upserts and key lookups cost O(log n) on MongoDB, not a scan
+        target.ensure_index("key")
         target.update(rows, key=list(UNIQUE))
 
 
@@ -153,9 +156,11 @@ def find_documents(
         # montydb reads and decodes every document of a query: a screen whose jobs each look
         # up their keys would cost O(jobs x results). The key index answers "none of these"
         # without touching the collection, which is every lookup of a new screen.
-        wanted &= _KeyIndex.of(results).present(kind, wanted)
-        if not wanted:
-            return []
+        index = _KeyIndex.of(results)
+        if index is not None:
+            wanted &= index.present(kind, wanted)
+            if not wanted:
+                return []
     # montydb evaluates $in by a list scan for every document (10k keys over 10k documents:
     # 100 s); it decodes every document anyway, so the keys are matched here with a set
     cls = document_class(kind)
@@ -175,31 +180,29 @@ class _KeyIndex:
     """Which (kind, key) pairs an embedded results store holds: a SQLite table with a primary
     key next to the montydb collection, which has no indexes.
 
-    It only ever narrows a lookup: a key it lacks (a document written by an older version, or
-    by a process killed between the two writes) would at worst be computed again, and a key it
-    has is then read from the collection itself. A missing or unfinished index is rebuilt from
-    one scan of the collection.
+    ``save_documents`` records keys here before writing the documents, so the index holds every
+    key of the collection (or more, when a write was cut short): it only ever narrows a lookup,
+    and a key it holds is still read from the collection. A missing or unfinished index is
+    rebuilt from one scan. The index belongs to its folder: copy or move a store as the whole
+    folder. Documents that reach the collection by another path (a collection file copied in
+    alone, or an esen-flows older than the index writing to a store that has one) are not in
+    it: delete the ``.keys.sqlite`` file and it is rebuilt.
     """
 
     def __init__(self, path: Path):
         self.path = path
 
     @classmethod
-    def of(cls, store: MontyStore) -> _KeyIndex:
+    def of(cls, store: MontyStore) -> _KeyIndex | None:
+        """The store's index, rebuilt when needed; None for a store that is not a folder (an
+        in-memory montydb): lookups then scan the collection."""
         folder = Path(store.database_path)
+        if getattr(store, "storage", "sqlite") == "memory" or not folder.is_dir():
+            return None
         index = cls(folder / f"{store.database_name}.{store.collection_name}.keys.sqlite")
         if not index._complete():
             index._rebuild(_connected(store))
         return index
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=60)
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS keys (kind TEXT, key TEXT, PRIMARY KEY (kind, key)) "
-            "WITHOUT ROWID"
-        )
-        con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
-        return con
 
     def _complete(self) -> bool:
         if not self.path.is_file():
@@ -216,6 +219,15 @@ class _KeyIndex:
             for r in store.query(criteria={}, properties=["kind", "key"])
         )
         self.add(rows, complete=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60)
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS keys (kind TEXT, key TEXT, PRIMARY KEY (kind, key)) "
+            "WITHOUT ROWID"
+        )
+        con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+        return con
 
     def add(self, pairs: Iterable[tuple[str, str]], complete: bool = False) -> None:
         """Record (kind, key) pairs; ``complete`` marks the index as covering the collection."""

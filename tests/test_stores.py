@@ -40,18 +40,23 @@ def test_results_store_derived_when_not_configured():
     assert derived.collection_name == "outputs_results"
     save_documents(store, [_doc("x")])
     assert [d.label for d in find_documents(store, "relaxation")] == ["x"]
+    indexed = [spec["key"][0][0] for spec in derived._collection.index_information().values()]
+    assert "key" in indexed  # MongoDB (here mongomock) gets an index on the result key
 
 
 def test_key_lookups_on_the_embedded_store_skip_the_collection_for_new_keys(tmp_path, monkeypatch):
     """montydb decodes every document of a query: a lookup of keys the store does not hold
     (every relaxation job of a new screen) must not query the collection at all, and the key
-    index must not hide documents written before it existed."""
+    index must not hide a document saved later or one written before the index existed."""
+    import shutil
+
     from maggma.stores import MontyStore
 
     from esen_flows import stores
 
     store = default_store(tmp_path / "s")
     save_documents(store, [_doc("a", key="k1"), _doc("b", key="k2")])
+    assert find_documents(store, "relaxation", keys=["k1"])[0].label == "a"
     calls = []
     real_query = MontyStore.query
 
@@ -65,15 +70,22 @@ def test_key_lookups_on_the_embedded_store_skip_the_collection_for_new_keys(tmp_
     assert calls == []
     assert [d.label for d in find_documents(store, "relaxation", keys=["k2", "new-1"])] == ["b"]
     assert calls == ["results"]
+    save_documents(store, [_doc("c", key="k3")])  # a key saved into a current index
+    assert [d.label for d in find_documents(store, "relaxation", keys=["k3"])] == ["c"]
+    monkeypatch.undo()
 
     # documents written without the index (an older store) are found: it is rebuilt once
     old = default_store(tmp_path / "old")
-    stores._write(results_store(old), [_doc("c", key="k3").to_store()])
-    index = next((tmp_path / "old").glob("*.keys.sqlite"), None)
-    assert index is None
-    assert [d.label for d in find_documents(old, "relaxation", keys=["k3"])] == ["c"]
-    assert next((tmp_path / "old").glob("*.keys.sqlite")).is_file()
-    # an index deleted by hand is rebuilt too
+    stores._write(results_store(old), [_doc("d", key="k4").to_store()])
+    assert not list((tmp_path / "old").glob("*.keys.sqlite"))
+    assert [d.label for d in find_documents(old, "relaxation", keys=["k4"])] == ["d"]
+    assert list((tmp_path / "old").glob("*.keys.sqlite"))
+    # a collection file copied in alone is not in the index; deleting the index rebuilds it
+    target = tmp_path / "s" / "esen_flows" / "results.collection"
+    shutil.copy(tmp_path / "old" / "esen_flows" / "results.collection", target)
     for f in (tmp_path / "s").glob("*.keys.sqlite"):
         f.unlink()
-    assert [d.label for d in find_documents(store, "relaxation", keys=["k1"])] == ["a"]
+    assert [d.label for d in find_documents(store, "relaxation", keys=["k4"])] == ["d"]
+    # a store that is not a folder (in-memory montydb) scans, as before the index
+    memory = MontyStore("results", database_path=":memory:", storage="memory")
+    assert stores._KeyIndex.of(memory) is None
