@@ -8,9 +8,12 @@ with fairchem-core 2.24.0) as a subprocess of this command; without it only our 
 
 Usage::
 
-    python benchmarks/model_speed.py [--configs small,30m] [--quick] [--device cuda]
+    python benchmarks/model_speed.py [--configs small,30m] [--quick] [--device cuda] [--rounds 3]
 
-Prints a table and, as its last line, a JSON object of the ratios (ours / fairchem).
+Prints a table and, as its last line, a JSON object of the ratios (ours / fairchem). With
+``--rounds N`` every pair is measured N times, alternating which of the two runs first, and the
+table gives the medians (the ratio is the median of the per-round ratios): one process's speed
+on a shared 2-core machine wanders by 10-40 %.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +118,13 @@ def main() -> int:
         action="store_true",
         help="give fairchem's process the glibc malloc settings esen-flows applies on a CPU",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each pair this many times, alternating which goes first, and report "
+        "medians (the machine's speed drifts between processes)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one config here
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
@@ -126,33 +137,42 @@ def main() -> int:
 
     configs = args.configs.split(",")
     fc_python = Path(args.fairchem_python)
-    ours: dict[str, float] = {}
-    theirs: dict[str, float] = {}
-    for c in configs:
-        # the 30M model is slow on a CPU: one timed call after the warm-up
-        reps = 1 if (args.quick or (c == "30m" and args.device == "cpu")) else 3
-        for w in WORKLOADS:  # one process per measurement: a peer's OOM cannot stop the rest
-            base = [
-                "--reps",
-                str(reps),
-                "--threads",
-                str(args.threads),
-                "--device",
-                args.device,
-                "--workloads",
-                w,
-            ]
-            ours.update(
-                run_worker([sys.executable, __file__, "--worker", c, *base], f"esen-flows {c}")
-            )
-            if fc_python.exists():
-                theirs.update(
-                    run_worker(
-                        [str(fc_python), str(HERE / "_fairchem_esen.py"), "--configs", c, *base],
-                        f"fairchem {c}",
-                        KEEP_FREED_ENV if args.peer_keeps_freed_memory else None,
-                    )
-                )
+    # per key, one value per round: ours and fairchem alternate which runs first in a round
+    ours_r: dict[str, list[float]] = {}
+    theirs_r: dict[str, list[float]] = {}
+    ratios_r: dict[str, list[float]] = {}
+    for r in range(max(1, args.rounds)):
+        for c in configs:
+            # the 30M model is slow on a CPU: one timed call after the warm-up
+            reps = 1 if (args.quick or (c == "30m" and args.device == "cpu")) else 3
+            for w in WORKLOADS:  # one process per measurement: a peer's OOM cannot stop the rest
+                base = [
+                    "--reps",
+                    str(reps),
+                    "--threads",
+                    str(args.threads),
+                    "--device",
+                    args.device,
+                    "--workloads",
+                    w,
+                ]
+                runs: list[tuple[list[str], str, dict | None]] = [
+                    ([sys.executable, __file__, "--worker", c, *base], f"esen-flows {c}", None)
+                ]
+                if fc_python.exists():
+                    peer = [str(fc_python), str(HERE / "_fairchem_esen.py"), "--configs", c]
+                    env = KEEP_FREED_ENV if args.peer_keeps_freed_memory else None
+                    runs.append(([*peer, *base], f"fairchem {c}", env))
+                order = list(range(len(runs)))[:: -1 if r % 2 else 1]
+                got = {i: run_worker(*runs[i]) for i in order}
+                for i, store in enumerate((ours_r, theirs_r)[: len(runs)]):
+                    for k, v in got[i].items():
+                        store.setdefault(k, []).append(v)
+                a, b = got[0].get(f"{c}/{w}"), got.get(1, {}).get(f"{c}/{w}")
+                if a and b:
+                    ratios_r.setdefault(f"{c}/{w}", []).append(a / b)
+    ours = {k: statistics.median(v) for k, v in ours_r.items()}
+    theirs = {k: statistics.median(v) for k, v in theirs_r.items()}
     if not fc_python.exists():
         print(f"(fairchem not measured: {fc_python} missing; run `make bench-fairchem`)")
 
@@ -167,7 +187,8 @@ def main() -> int:
         )
         for w in WORKLOADS:
             a, b = ours.get(f"{c}/{w}"), theirs.get(f"{c}/{w}")
-            ratio = a / b if a and b else None
+            per_round = ratios_r.get(f"{c}/{w}")
+            ratio = statistics.median(per_round) if per_round else None
             if ratio is not None:
                 ratios[f"{c}/{w}"] = round(ratio, 3)
             cells = [f"{x:12.1f}" if x else f"{'-':>12s}" for x in (a, b)]
@@ -185,6 +206,8 @@ def main() -> int:
                 "speedup_vs_fairchem": ratios,
                 "device": device,
                 "peer_keeps_freed_memory": args.peer_keeps_freed_memory,
+                "rounds": max(1, args.rounds),
+                "ratio_per_round": {k: [round(x, 3) for x in v] for k, v in ratios_r.items()},
                 "atoms_per_s": {
                     k: round(v, 1) for k, v in ours.items() if not k.endswith("params")
                 },
