@@ -129,6 +129,8 @@ def main() -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     torch.set_num_threads(args.threads)
     if args.worker:
         result = measure_ours(args.worker, args.workloads.split(","), args.reps, args.device)
@@ -141,7 +143,7 @@ def main() -> int:
     ours_r: dict[str, list[float]] = {}
     theirs_r: dict[str, list[float]] = {}
     ratios_r: dict[str, list[float]] = {}
-    for r in range(max(1, args.rounds)):
+    for r in range(args.rounds):
         for c in configs:
             # the 30M model is slow on a CPU: one timed call after the warm-up
             reps = 1 if (args.quick or (c == "30m" and args.device == "cpu")) else 3
@@ -206,7 +208,7 @@ def main() -> int:
                 "speedup_vs_fairchem": ratios,
                 "device": device,
                 "peer_keeps_freed_memory": args.peer_keeps_freed_memory,
-                "rounds": max(1, args.rounds),
+                "rounds": args.rounds,
                 "ratio_per_round": {k: [round(x, 3) for x in v] for k, v in ratios_r.items()},
                 "atoms_per_s": {
                     k: round(v, 1) for k, v in ours.items() if not k.endswith("params")
