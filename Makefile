@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa
+.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ bench-kappa: $(STAMP)
 # (50, 100, 200) takes about a minute for EMT. Not part of make test.
 bench-screen: $(STAMP)
 	$(BIN)/python benchmarks/screen_scaling.py
+
+# The wheels a lent GPU machine lacks (Python 3.12), into .whl/ for the device tool to carry;
+# then `bash benchmarks/gpu_run.sh ...` there (benchmarks/README.md). Not part of make test.
+gpu-wheels: $(STAMP)
+	$(BIN)/python benchmarks/gpu_wheels.py
 
 # Re-make the shipped esen-emt-tiny (and its direct twin) from scratch: EMT data, two stages,
 # test errors; about an hour on 2 cores. Resumes when interrupted.

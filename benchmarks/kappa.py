@@ -21,7 +21,7 @@ the peer's split (relaxation, forces, phono3py's own work).
 
 Usage::
 
-    python benchmarks/kappa.py [--quick] [--threads 2]
+    python benchmarks/kappa.py [--quick] [--threads 2] [--device cuda]
 
 The last line is a JSON object with ``speedup_vs_phono3py_loop`` (the peer's wall time over the
 maker's) and ``srme`` (mean over the structures), ``sre``, and the time shares.
@@ -102,25 +102,28 @@ def mesh_for(atoms: Atoms, quick: bool) -> list[int]:
     return [5, 5, 5] if quick else [7, 7, 7]
 
 
-def maker(potential: str) -> ThermalConductivityMaker:
+def maker(potential: str, device: str | None = None) -> ThermalConductivityMaker:
     return ThermalConductivityMaker.matbench_discovery(
         potential=potential,
         supercell_matrix=FC3,
         fc2_supercell_matrix=FC2,
         dtype="float64",
+        device=device,
     )
 
 
-def run_maker(potential: str, items: list[Atoms], meshes, store) -> float:
+def run_maker(potential: str, items: list[Atoms], meshes, store, device: str) -> float:
     from jobflow import run_locally
 
     start = time.perf_counter()
-    job = maker(potential).make([a.copy() for a in items], meshes=meshes)
+    job = maker(potential, device).make([a.copy() for a in items], meshes=meshes)
     run_locally(job, store=store, create_folders=False, log=False, ensure_success=True)
     return time.perf_counter() - start
 
 
-def phono3py_loop(items: list[Atoms], meshes) -> tuple[dict[str, float], dict[str, float]]:
+def phono3py_loop(
+    items: list[Atoms], meshes, device: str
+) -> tuple[dict[str, float], dict[str, float]]:
     """Matbench Discovery's own way: per structure, ASE relaxation, then phono3py with the
     calculator one supercell at a time. Returns kappa per label and the time split."""
     from ase.constraints import FixSymmetry
@@ -130,7 +133,7 @@ def phono3py_loop(items: list[Atoms], meshes) -> tuple[dict[str, float], dict[st
     from phonopy.structure.atoms import PhonopyAtoms
 
     settings = maker(POTENTIAL).settings()
-    calc = get_potential(POTENTIAL, dtype="float64").as_calculator()
+    calc = get_potential(POTENTIAL, device=device, dtype="float64").as_calculator()
     times = {"relax": 0.0, "forces": 0.0, "phono3py": 0.0}
     kappas: dict[str, float] = {}
 
@@ -202,6 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 crystals, coarser meshes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="the model's device on all three sides")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,12 +217,13 @@ def main() -> None:
     items = crystals(args.quick)
     meshes = [mesh_for(a, args.quick) for a in items]
     labels = [a.info["label"] for a in items]
-    get_potential(POTENTIAL, dtype="float64")  # the model load is not timed on either side
+    # the model load is not timed on either side
+    get_potential(POTENTIAL, device=args.device, dtype="float64")
     with tempfile.TemporaryDirectory() as tmp:
         store = default_store(tmp)
-        t_ref = run_maker("emt", items, meshes, store)
-        t_maker = run_maker(POTENTIAL, items, meshes, store)
-        loop_kappa, loop_times = phono3py_loop(items, meshes)
+        t_ref = run_maker("emt", items, meshes, store, "cpu")
+        t_maker = run_maker(POTENTIAL, items, meshes, store, args.device)
+        loop_kappa, loop_times = phono3py_loop(items, meshes, args.device)
         t_loop = sum(loop_times.values())
         table = kappa_metrics(store, POTENTIAL, "emt", labels=labels).set_index("label")
         from esen_flows.analysis import query
@@ -263,7 +268,7 @@ def main() -> None:
                 "loop_forces_share": round(loop_times["forces"] / t_loop, 3),
                 "loop_relax_share": round(loop_times["relax"] / t_loop, 3),
                 "n_structures": len(items),
-                "device": "cpu",
+                "device": args.device,
                 "threads": torch.get_num_threads(),
             }
         )
