@@ -43,6 +43,7 @@ from pymatgen.core import Structure
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "examples"))
+import _blas  # noqa: E402
 from generate_candidates import generate_candidates  # noqa: E402
 
 from esen_flows.analysis.phonons import band_path_qpoints, dynamic_stability  # noqa: E402
@@ -160,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="4 structures")
+    _blas.add_option(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    blas = _blas.apply(args.blas_threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("jobflow").setLevel(logging.ERROR)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n_structures": n,
                 "esen_flows_s": round(mine["wall_s"], 2),
                 "atomate2_s": round(theirs["wall_s"], 2),
+                "blas_threads": blas,
             }
         )
     )

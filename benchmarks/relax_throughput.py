@@ -46,6 +46,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "examples"))
+import _blas  # noqa: E402
 from generate_candidates import generate_candidates  # noqa: E402
 
 from esen_flows.dynamics.relax import relax_structures  # noqa: E402
@@ -248,8 +249,10 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
     ap.add_argument("--skip", default="", help="comma-separated ways to leave out")
+    _blas.add_option(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    blas = _blas.apply(args.blas_threads)
     logging.getLogger("jobflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -333,6 +336,7 @@ def main() -> int:
     summary["cpu_s"] = {o.method: round(o.cpu_s, 2) for o in outcomes.values()}
     summary["device"] = device
     summary["threads"] = torch.get_num_threads()
+    summary["blas_threads"] = blas
     print(json.dumps(summary))
     return 0
 

@@ -213,7 +213,12 @@ class ESENPotential:
 
 
 class ESENCalculator(Calculator):
-    """ASE calculator over an ``ESENPotential`` (energy, free_energy, forces, stress)."""
+    """ASE calculator over an ``ESENPotential`` (energy, free_energy, forces, stress).
+
+    In an ASE loop on a CPU, wrap the loop in ``esen_flows.dynamics.threads.
+    single_threaded_blas()``: numpy's BLAS threads, woken by ASE's own small calls, otherwise
+    compete with torch's for the cores (2.8x slower FIRE steps on 2 cores).
+    """
 
     implemented_properties = ("energy", "free_energy", "forces", "stress")
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from ase import Atoms
 
+from esen_flows.dynamics.threads import single_threaded_blas
 from esen_flows.potentials import BatchBudget, Evaluation, Potential, batch_budget
 
 #: Energies per atom beyond this magnitude (eV/atom) mean a structure blew up.
@@ -67,6 +68,7 @@ def outcome_problem(out: Outcome, n_atoms: int, with_stress: bool = True) -> str
     return health_problem(energy, forces, stress if with_stress else np.zeros((3, 3)), n_atoms)
 
 
+@single_threaded_blas()
 def evaluate_batched(
     potential: Potential,
     structures: Sequence[Atoms],

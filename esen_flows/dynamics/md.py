@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from ase import Atoms, units
 
+from esen_flows.dynamics.threads import single_threaded_blas
 from esen_flows.io import get_label
 from esen_flows.potentials import Potential
 
@@ -126,6 +127,7 @@ class NVETrajectory:
         return self.potential + self.kinetic
 
 
+@single_threaded_blas()
 def run_nve(
     potential: Potential,
     structures: Sequence[Atoms],

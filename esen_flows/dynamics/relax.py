@@ -40,6 +40,7 @@ from esen_flows.dynamics.symmetry import (
     find_symmetry,
     refine_symmetry,
 )
+from esen_flows.dynamics.threads import single_threaded_blas
 from esen_flows.io import get_label, to_atoms
 from esen_flows.potentials import BatchBudget, Potential, batch_budget
 
@@ -97,6 +98,7 @@ class RelaxResult:
     spacegroup: str | None = None
 
 
+@single_threaded_blas()
 def relax_structures(
     potential: Potential,
     structures: Sequence[Structure | Atoms],

@@ -1,0 +1,55 @@
+"""Numpy's BLAS kept to one thread inside the step loops, where torch does the heavy work.
+
+A step loop alternates a model call (torch's OpenMP threads) with small numpy work (FIRE or
+Verlet updates, cell algebra, ASE conversions). With OpenBLAS's default of one thread per
+core, each small numpy call wakes OpenBLAS's threads, which then spin waiting for more work
+while torch's threads want the same cores. On 2 cores that made a batched relaxation of 40
+structures 1.3-1.5x slower, and an ASE ``FIRE(FrechetCellFilter(...))`` loop driven by an eSEN
+calculator 2.6x slower (``benchmarks/README.md``), with no gain anywhere: the numpy arrays of a
+step are far too small for threads to pay.
+
+``single_threaded_blas`` limits the BLAS libraries numpy and scipy loaded (threadpoolctl) for the
+duration of a call or a ``with`` block and restores the previous limits after it, also on an
+error; torch's own threads are not touched (fewer torch threads would cost 15-50 % per call,
+even on 4-atom cells). ``ESEN_FLOWS_SINGLE_THREADED_BLAS=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+
+__all__ = ["single_threaded_blas"]
+
+
+class single_threaded_blas(contextlib.ContextDecorator):
+    """Numpy's BLAS on one thread inside a ``with`` block or a decorated function.
+
+    The step loops of ``esen_flows.dynamics`` are decorated with it. Use it around an ASE loop
+    driven by an eSEN calculator on a CPU as well::
+
+        with single_threaded_blas():
+            FIRE(FrechetCellFilter(atoms)).run(fmax=0.05)
+
+    The previous limits come back on leaving, also on an error. Nested use is fine.
+    """
+
+    def __init__(self) -> None:
+        # one decorator instance serves every call of its function: a stack, not one slot,
+        # so that a call inside another (recursion, nesting) restores its own limits
+        self._limiters: list[Any] = []
+
+    def __enter__(self) -> single_threaded_blas:
+        limiter = None
+        if os.environ.get("ESEN_FLOWS_SINGLE_THREADED_BLAS", "1") != "0":
+            limiter = threadpool_limits(limits=1, user_api="blas")
+        self._limiters.append(limiter)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        limiter = self._limiters.pop()
+        if limiter is not None:
+            limiter.restore_original_limits()
