@@ -2,11 +2,14 @@
 
 A step loop alternates a model call (torch's OpenMP threads) with small numpy work (FIRE or
 Verlet updates, cell algebra, ASE conversions). With OpenBLAS's default of one thread per
-core, each small numpy call wakes OpenBLAS's threads, which then spin waiting for more work
-while torch's threads want the same cores. On 2 cores that made a batched relaxation of 40
-structures 1.3-1.5x slower, and an ASE ``FIRE(FrechetCellFilter(...))`` loop driven by an eSEN
-calculator 2.6x slower (``benchmarks/README.md``), with no gain anywhere: the numpy arrays of a
-step are far too small for threads to pay.
+core, a small scipy/numpy call can wake OpenBLAS's threads, which then spin waiting for more
+work while torch's threads want the same cores. An ASE ``FIRE(FrechetCellFilter(...))`` loop
+driven by an eSEN calculator ran 2.8x slower on 2 cores for it (its filter calls scipy's
+``expm`` and ``logm`` every step; ``benchmarks/README.md``). esen-flows' own loops make few
+such calls (FIRE uses its own batched exponential), and the limit did not change their time
+measurably there (A/B within the machine's noise); it is a guard, so that what they do call
+(spglib, ASE conversions, phonopy) cannot start the contention. The numpy arrays of a step are
+far too small for BLAS threads to pay, so nothing is lost.
 
 ``single_threaded_blas`` limits the BLAS libraries numpy and scipy loaded (threadpoolctl) for the
 duration of a call or a ``with`` block and restores the previous limits after it, also on an
