@@ -12,6 +12,7 @@ So every way of a benchmark runs with the same limit, 1 by default, set once for
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -29,7 +30,13 @@ def add_option(parser: argparse.ArgumentParser) -> None:
 
 
 def apply(threads: int) -> int | None:
-    """Limit BLAS to ``threads`` for the rest of the process (0: no change); the count now."""
+    """Limit BLAS to ``threads`` for the rest of the process (0: no change); the count now.
+
+    Any value but 1 also switches off esen-flows' own one-thread guard in its step loops
+    (``ESEN_FLOWS_SINGLE_THREADED_BLAS=0``), so that every way runs with the same setting.
+    """
+    if threads != 1:
+        os.environ["ESEN_FLOWS_SINGLE_THREADED_BLAS"] = "0"
     if threads > 0:
         _held.append(threadpool_limits(limits=threads, user_api="blas"))
     counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]

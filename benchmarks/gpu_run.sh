@@ -4,14 +4,16 @@
 # Here first (once per session; .whl/ is ignored by git):
 #     .venv/bin/python benchmarks/gpu_wheels.py        # the science stack as cp312 wheels
 # Then, through the device tool, with carry [".whl"] and a timeout that leaves room:
-#     bash benchmarks/gpu_run.sh check model relax      # about 6 min on an H200 (estimate)
-#     bash benchmarks/gpu_run.sh phonons kappa
+#     bash benchmarks/gpu_run.sh check model relax phonons kappa   # timeout_s 580
 #
 # Rows: check (GPU against CPU, float64), model (model_speed.py: esen-flows only, fairchem-core
 # cannot be installed beside the device's torch), relax (relax_throughput.py, 100 structures,
 # against atomate2 and the ASE loop on the same GPU), phonons and kappa (--quick). Every row runs
 # under its own time limit; its log and a summary of the JSON last lines go to $OUT (or
-# /tmp/gpu-out when OUT is unset). The exit status is the number of rows that failed.
+# /tmp/gpu-out when OUT is unset). All rows share BUDGET seconds (default 540, to fit one
+# device call of 10 minutes): a row's limit is cut to what is left, and a row with under 30 s
+# left is skipped. The exit status is the number of rows that failed or were skipped (100:
+# the wheels did not install).
 #
 # DEVICE=cpu QUICK=1 PYTHON=... runs the same rows small on a CPU: a dry run of the wheels in a
 # bare Python before spending device time (benchmarks/README.md, "GPU rows in one call").
@@ -35,6 +37,9 @@ fi
 
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
+BUDGET=${BUDGET:-540}   # seconds for all rows: each row's limit is cut to what is left
+t0=$(date +%s)
+: > "$OUT/summary.jsonl"
 small=()
 [ "$QUICK" = 1 ] && small=(--quick)
 rows=("$@")
@@ -45,22 +50,30 @@ for row in "${rows[@]}"; do
         check)   limit=120; cmd=(benchmarks/check_device.py --device "$DEVICE") ;;
         model)   limit=240; cmd=(benchmarks/model_speed.py --device "$DEVICE" --fairchem-python none)
                  [ "$QUICK" = 1 ] && cmd+=(--quick --configs small) ;;
-        relax)   limit=420; cmd=(benchmarks/relax_throughput.py --device "$DEVICE" --skip torchsim "${small[@]}") ;;
+        relax)   limit=420; cmd=(benchmarks/relax_throughput.py --device "$DEVICE" --skip torch-sim "${small[@]}") ;;
         phonons) limit=300; cmd=(benchmarks/phonons.py --device "$DEVICE" --quick) ;;
         kappa)   limit=300; cmd=(benchmarks/kappa.py --device "$DEVICE" --quick) ;;
         *) echo "unknown row: $row (check, model, relax, phonons, kappa)" >&2; failed=$((failed + 1)); continue ;;
     esac
+    left=$(( BUDGET - ($(date +%s) - t0) - 10 ))
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 30 ]; then
+        echo "== $row: skipped, ${left} s of the ${BUDGET} s budget left"
+        printf '{"row": "%s", "exit": null, "result": "skipped: budget"}\n' "$row" >> "$OUT/summary.jsonl"
+        failed=$((failed + 1)); continue
+    fi
     echo "== $row: ${cmd[*]} (limit ${limit} s)"
     start=$(date +%s)
-    timeout "$limit" "$PY" "${cmd[@]}" > "$OUT/$row.log" 2>&1
+    timeout -k 10 "$limit" "$PY" "${cmd[@]}" > "$OUT/$row.log" 2>&1
     rc=$?
     tail -n 25 "$OUT/$row.log"
     echo "== $row: exit $rc after $(( $(date +%s) - start )) s"
     [ $rc -ne 0 ] && failed=$((failed + 1))
-    last=$(tail -n 1 "$OUT/$row.log")
-    case "$last" in
-        \{*) printf '{"row": "%s", "exit": %d, "result": %s}\n' "$row" "$rc" "$last" ;;
-        *) printf '{"row": "%s", "exit": %d, "result": null}\n' "$row" "$rc" ;;
-    esac >> "$OUT/summary.jsonl"
+    last=$(grep '^{' "$OUT/$row.log" | tail -n 1)
+    if [ -n "$last" ] && "$PY" -c 'import json, sys; json.loads(sys.argv[1])' "$last" 2> /dev/null; then
+        printf '{"row": "%s", "exit": %d, "result": %s}\n' "$row" "$rc" "$last"
+    else
+        printf '{"row": "%s", "exit": %d, "result": null}\n' "$row" "$rc"
+    fi >> "$OUT/summary.jsonl"
 done
 exit $failed

@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob("*.whl"):  # two versions of one project would stop the install
+        stale.unlink()
     failed: dict[str, str] = {}
     rows = []
     for n, v in wanted.items():

@@ -14,18 +14,28 @@ far too small for BLAS threads to pay, so nothing is lost.
 ``single_threaded_blas`` limits the BLAS libraries numpy and scipy loaded (threadpoolctl) for the
 duration of a call or a ``with`` block and restores the previous limits after it, also on an
 error; torch's own threads are not touched (fewer torch threads would cost 15-50 % per call,
-even on 4-atom cells). ``ESEN_FLOWS_SINGLE_THREADED_BLAS=0`` turns it off.
+even on 4-atom cells). ``ESEN_FLOWS_SINGLE_THREADED_BLAS=0`` (exactly ``0``) turns it off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 from typing import Any
 
 from threadpoolctl import threadpool_limits
 
 __all__ = ["single_threaded_blas"]
+
+log = logging.getLogger(__name__)
+
+# The limit is process-wide, so it is held once for all guards that are open at a time (in any
+# thread, nested or not): set when the first opens, restored when the last closes.
+_lock = threading.Lock()
+_open = 0
+_limiter: Any = None
 
 
 class single_threaded_blas(contextlib.ContextDecorator):
@@ -37,22 +47,29 @@ class single_threaded_blas(contextlib.ContextDecorator):
         with single_threaded_blas():
             FIRE(FrechetCellFilter(atoms)).run(fmax=0.05)
 
-    The previous limits come back on leaving, also on an error. Nested use is fine.
+    The previous limits come back when the last open guard closes, also on an error; guards
+    nest and may be open in several threads. A limit that cannot be set is logged, never
+    raised: this is a speed guard, not a condition of the calculation.
     """
 
-    def __init__(self) -> None:
-        # one decorator instance serves every call of its function: a stack, not one slot,
-        # so that a call inside another (recursion, nesting) restores its own limits
-        self._limiters: list[Any] = []
-
     def __enter__(self) -> single_threaded_blas:
-        limiter = None
-        if os.environ.get("ESEN_FLOWS_SINGLE_THREADED_BLAS", "1") != "0":
-            limiter = threadpool_limits(limits=1, user_api="blas")
-        self._limiters.append(limiter)
+        global _open, _limiter
+        with _lock:
+            _open += 1
+            if _open == 1 and os.environ.get("ESEN_FLOWS_SINGLE_THREADED_BLAS", "1") != "0":
+                try:
+                    _limiter = threadpool_limits(limits=1, user_api="blas")
+                except Exception as exc:  # e.g. a BLAS threadpoolctl cannot drive
+                    log.warning("numpy's BLAS threads could not be limited: %s", exc)
+                    _limiter = None
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        limiter = self._limiters.pop()
-        if limiter is not None:
-            limiter.restore_original_limits()
+        global _open, _limiter
+        with _lock:
+            _open -= 1
+            if _open == 0 and _limiter is not None:
+                try:
+                    _limiter.restore_original_limits()
+                finally:
+                    _limiter = None
