@@ -4,7 +4,7 @@
 # Here first (once per session; .whl/ is ignored by git):
 #     .venv/bin/python benchmarks/gpu_wheels.py        # the science stack as cp312 wheels
 # Then, through the device tool, with carry [".whl"] and a timeout that leaves room:
-#     bash benchmarks/gpu_run.sh check model relax phonons kappa   # timeout_s 580
+#     bash benchmarks/gpu_run.sh check relax model phonons kappa   # timeout_s 580 (the default rows)
 #
 # Rows: check (GPU against CPU, float64), model (model_speed.py: esen-flows only, fairchem-core
 # cannot be installed beside the device's torch), relax (relax_throughput.py, 100 structures,
@@ -43,7 +43,7 @@ t0=$(date +%s)
 small=()
 [ "$QUICK" = 1 ] && small=(--quick)
 rows=("$@")
-[ ${#rows[@]} -eq 0 ] && rows=(check model relax)
+[ ${#rows[@]} -eq 0 ] && rows=(check relax model phonons kappa)  # most important first
 failed=0
 for row in "${rows[@]}"; do
     case "$row" in

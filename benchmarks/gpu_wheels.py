@@ -100,11 +100,15 @@ def _target_environment(python_version: str) -> dict[str, str]:
     return env
 
 
-def requirements_closure(roots: list[str], python_version: str) -> dict[str, str]:
+def requirements_closure(
+    roots: list[str], python_version: str, stop: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """Installed distributions needed by ``roots`` ("name[extra]"), as {name: version}.
 
     Walks ``Requires-Dist`` of this environment's installed metadata, with markers evaluated
-    for the target Python on x86-64 Linux.
+    for the target Python on x86-64 Linux. A distribution in ``stop`` (canonical names: what
+    the device already holds) is listed but not walked into: the device brings what it needs,
+    and this venv need not hold it (a CUDA torch here would list its nvidia-* packages).
     """
     base_env = _target_environment(python_version)
     found: dict[str, str] = {}
@@ -125,6 +129,8 @@ def requirements_closure(roots: list[str], python_version: str) -> dict[str, str
             missing = f"{name} is needed but not installed in this venv ({sys.prefix})"
             raise SystemExit(missing) from err
         found[canonicalize_name(dist.metadata["Name"])] = dist.version
+        if canonicalize_name(name) in stop:
+            continue
         for line in dist.requires or []:
             req = Requirement(line)
             if req.marker is not None:
@@ -210,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     roots = ["esen-flows[bench]"] if args.with_torchsim else ["esen-flows"]
-    needed = requirements_closure(roots, args.python_version)
+    stop = frozenset() if args.include_device_packages else DEVICE_HAS
+    needed = requirements_closure(roots, args.python_version, stop)
     needed.pop("esen-flows", None)  # the checkout itself travels
     skip = set() if args.include_device_packages else set(DEVICE_HAS)
     if not args.keep_all:
