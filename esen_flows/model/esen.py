@@ -140,13 +140,22 @@ class ESENBlock(nn.Module):
         if frames.num_pairs == 0:  # isolated atoms: no messages
             return x + self.ffn(self.norm_node(x))
         h = self.norm_edge(x)
-        # each direction's source and target features, in that direction's frame (2P, Kt, C):
-        # a direction's input is [source | target], the convolution takes the two blocks apart
+        # each direction's source and target features, in that direction's frame (2P, Kt, C);
+        # a direction's input is [source | target], the convolution takes the two blocks apart.
+        # Both ends of a pair are rotated once, into the frame of i <- j; the frame of j <- i
+        # differs by the half turn, a sign per coefficient: a pair costs two small products,
+        # not four (MKL's batched products of 9 x 9 matrices cost per matrix, not per flop)
+        p = frames.num_pairs
+        end_j = torch.bmm(frames.rot_in, h.index_select(0, frames.source[:p]))
+        end_i = torch.bmm(frames.rot_in, h.index_select(0, frames.target[:p]))
+        flip = frames.flip.view(1, -1, 1)
         parts = [
-            torch.split(torch.bmm(frames.rot_in, h.index_select(0, index)), frames.sizes, dim=1)
-            for index in (frames.source, frames.target)
+            torch.split(torch.cat([first, second * flip]), frames.sizes, dim=1)
+            for first, second in ((end_j, end_i), (end_i, end_j))
         ]
-        groups, gates = self.conv1(parts, self.radial.forward_pairs(edges))
+        groups, gates = self.conv1(
+            parts, self.radial.forward_pairs(edges, self.conv1.radial_blocks())
+        )
         groups = gate_groups(groups, gates, self.lmax, self.mmax)
         groups, _ = self.conv2([groups])
         # back to the global frame (envelope folded into the rotation) and onto the targets
@@ -161,11 +170,14 @@ class EdgeFrames:
     all blocks. Directions are ordered i <- j for all P pairs, then j <- i.
 
     The frame of j <- i is that of i <- j turned half a turn about x, whose Wigner matrix is
-    diagonal +-1 (``flip_sign``): only one rotation per pair is built.
+    diagonal +-1 (``flip``): only one rotation per pair is built.
 
-    ``rot_in``: (2P, K_trunc, K) global -> edge frame, truncated to |m| <= mmax;
-    ``rot_out_env``: (2P, K, K_trunc) edge frame -> global, times the envelope;
+    ``rot_in``: (P, K_trunc, K) global -> frame of i <- j, truncated to |m| <= mmax (that of
+    j <- i is ``flip`` times its rows);
+    ``rot_out_env``: (2P, K, K_trunc) edge frame -> global for each direction, times the
+    envelope;
     ``source``, ``target``: (2P,) atom indices of each direction's sender and receiver;
+    ``flip``: (K_trunc,) +-1, the half turn's Wigner matrix in the truncated layout;
     ``sizes``: coefficients per m-group of the truncated layout.
     """
 
@@ -173,6 +185,7 @@ class EdgeFrames:
     rot_out_env: torch.Tensor
     source: torch.Tensor
     target: torch.Tensor
+    flip: torch.Tensor
     sizes: list[int]
 
     @property
@@ -231,12 +244,14 @@ class ESEN(nn.Module):
         direction = vec / vec.norm(dim=-1, keepdim=True)
         rot_out = self._truncated_wigner(edge_rotation(direction))  # (P, K, K_trunc)
         flip = self.flip_sign.to(vec.dtype)
+        rot_in = rot_out.transpose(1, 2).contiguous()
         rot_out = torch.cat([rot_out, rot_out * flip], dim=0)
         return EdgeFrames(
-            rot_in=rot_out.transpose(1, 2).contiguous(),
+            rot_in=rot_in,
             rot_out_env=rot_out * envelope.repeat(2)[:, None, None],
             source=torch.cat([graph.src, graph.dst]),
             target=torch.cat([graph.dst, graph.src]),
+            flip=flip,
             sizes=self.group_sizes,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,19 +98,34 @@ class RadialMLP(nn.Module):
         order = None if output_order is None else torch.tensor(output_order, dtype=torch.long)
         self.register_buffer("output_order", order, persistent=False)
 
-    def _last(self, h: torch.Tensor) -> torch.Tensor:
+    def _last(
+        self, h: torch.Tensor, blocks: Sequence[int] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         last = self.net[-1]
-        if self.output_order is None:
-            return last(h)
-        order = self.output_order
-        return nn.functional.linear(h, last.weight[order], last.bias[order])
+        weight, bias = last.weight, last.bias
+        if self.output_order is not None:
+            weight, bias = weight[self.output_order], bias[self.output_order]
+        if blocks is None:
+            return nn.functional.linear(h, weight, bias)
+        # one product per block of outputs: each block is its own contiguous tensor, so the
+        # backward pass needs no concatenation of an (E, out) gradient, and no edge tensor
+        # grows past the allocator's mmap threshold (fresh pages on every call)
+        return tuple(
+            nn.functional.linear(h, w, b)
+            for w, b in zip(
+                torch.split(weight, list(blocks)), torch.split(bias, list(blocks)), strict=True
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._last(self.net[:-1](x))
 
-    def forward_pairs(self, edges: EdgeInputs) -> torch.Tensor:
+    def forward_pairs(
+        self, edges: EdgeInputs, blocks: Sequence[int] | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The same MLP on [rbf, source embedding, target embedding] for both directions of
-        every pair, (2P, out): i <- j first, then j <- i.
+        every pair, (2P, out): i <- j first, then j <- i. With ``blocks`` (sizes summing to
+        out), a tuple of (2P, size) tensors, one per block of consecutive outputs.
 
         The first Linear is split by its input blocks: the rbf part is computed once per pair
         and the embedding parts once per element (exactly the same arithmetic result).
@@ -128,7 +144,7 @@ class RadialMLP(nn.Module):
             ],
             dim=0,
         )
-        return self._last(self.net[1:-1](h))
+        return self._last(self.net[1:-1](h), blocks)
 
 
 @dataclass
@@ -222,6 +238,11 @@ class SO2Convolution(nn.Module):
         """Length of the per-edge radial weight vector (shared by +m and -m)."""
         return sum(self.lmax + 1 - m for m in range(self.mmax + 1)) * self.cin
 
+    def radial_blocks(self) -> list[int]:
+        """Sizes of the contiguous (m, part) blocks of the radial weights, in order."""
+        cp = self.cin // self.parts
+        return [(self.lmax + 1 - m) * cp for m in range(self.mmax + 1) for _ in range(self.parts)]
+
     def radial_order(self) -> list[int] | None:
         """For each radial weight in this convolution's [m][part][l][channel] order, its index
         in the [m][l][channel of the concatenated parts] order; None for one part."""
@@ -283,21 +304,25 @@ class SO2Convolution(nn.Module):
         return out
 
     def forward(
-        self, parts: list[list[torch.Tensor]], radial: torch.Tensor | None = None
+        self,
+        parts: list[list[torch.Tensor]],
+        radial: torch.Tensor | Sequence[torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """``parts``: per input part, its list of groups; ``radial``: (E, radial_size()) in
-        the [m][part][l][channel] order."""
+        the [m][part][l][channel] order, or already cut into its ``radial_blocks()``."""
         if len(parts) != self.parts:
             raise ValueError(f"expected {self.parts} input parts, got {len(parts)}")
         e = parts[0][0].shape[0]
         n0 = self.lmax + 1
         weights: list[tuple[torch.Tensor, ...] | None] = [None] * (self.mmax + 1)
         if radial is not None:
-            cp = self.cin // self.parts
-            sizes = [(self.lmax + 1 - m) * cp for m in range(self.mmax + 1)]
-            blocks = torch.split(
-                radial, [s for s in sizes for _ in range(self.parts)], dim=1
-            )  # one contiguous block of columns per (m, part)
+            sizes = self.radial_blocks()
+            if isinstance(radial, torch.Tensor):  # one contiguous block of columns per (m, part)
+                blocks = torch.split(radial, sizes, dim=1)
+            elif [b.shape[-1] for b in radial] == sizes:
+                blocks = tuple(radial)
+            else:
+                raise ValueError(f"radial blocks must have the sizes {sizes}")
             weights = [
                 tuple(blocks[m * self.parts : (m + 1) * self.parts]) for m in range(self.mmax + 1)
             ]
