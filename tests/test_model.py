@@ -325,6 +325,20 @@ def test_two_part_convolution_equals_one_on_concatenated_channels(lmax, mmax):
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a.detach(), b.detach(), atol=1e-12)
     np.testing.assert_allclose(gates.detach(), want_gates.detach(), atol=1e-12)
+    # the radial weights as one product per (m, part) block, what the model passes: the same
+    # numbers as the single product cut into blocks, and the same convolution
+    blocks = ordered.forward_pairs(edges, two.radial_blocks())
+    whole = torch.split(ordered.forward_pairs(edges), two.radial_blocks(), dim=1)
+    assert len(blocks) == len(whole) == 2 * (mmax + 1)
+    for a, b in zip(blocks, whole, strict=True):
+        assert a.is_contiguous()
+        np.testing.assert_allclose(a.detach(), b.detach(), atol=1e-14)
+    got_blocks, gates_blocks = two(list(both), blocks)
+    for a, b in zip(got_blocks, want, strict=True):
+        np.testing.assert_allclose(a.detach(), b.detach(), atol=1e-12)
+    np.testing.assert_allclose(gates_blocks.detach(), want_gates.detach(), atol=1e-12)
+    with pytest.raises(ValueError, match="radial blocks must have the sizes"):
+        two(list(both), blocks[:-1])
 
     def conv(*tensors):
         k = len(sizes)
@@ -342,3 +356,69 @@ def test_two_part_convolution_equals_one_on_concatenated_channels(lmax, mmax):
 def test_blocks_give_the_first_convolution_its_radial_order(model):
     for block in model.blocks:
         assert block.radial.output_order.tolist() == block.conv1.radial_order()
+
+
+def _energy_every_direction_in_its_own_frame(model: ESEN, atoms: Atoms) -> float:
+    """eSEN's energy computed the plain way: each of the 2P directions rotated into a frame
+    built from its own direction (``edge_rotation(-d)`` for j <- i), four rotations per pair,
+    the radial weights as one product. The model instead rotates both ends of a pair once and
+    gets the reverse direction by the half turn's signs."""
+    from esen_flows.model.graph import edge_vectors, radius_graph_pbc
+    from esen_flows.model.layers import EdgeInputs, gate_groups, polynomial_envelope
+    from esen_flows.model.rotation import edge_rotation
+
+    cfg = model.config
+    data = AtomsBatch.from_atoms([atoms], dtype=torch.float64)
+    pos, cell, batch, numbers = data.positions, data.cell, data.batch, data.numbers
+    graph = radius_graph_pbc(pos, cell, batch, cfg.cutoff).pairs()
+    vec = edge_vectors(pos, cell, batch, graph)
+    dist = vec.norm(dim=-1)
+    direction = torch.cat([vec, -vec]) / dist.repeat(2)[:, None]
+    rot_out = model._truncated_wigner(edge_rotation(direction))  # (2P, K, Kt), own frames
+    rot_in = rot_out.transpose(1, 2)
+    rot_out_env = rot_out * polynomial_envelope(dist / cfg.cutoff).repeat(2)[:, None, None]
+    source, target = torch.cat([graph.src, graph.dst]), torch.cat([graph.dst, graph.src])
+    species = numbers - 1
+    edges = EdgeInputs(
+        rbf=model.rbf(dist),
+        zi=species[graph.dst],
+        zj=species[graph.src],
+        source_table=model.source_embedding.weight,
+        target_table=model.target_embedding.weight,
+    )
+    x = pos.new_zeros(len(pos), model.num_coefficients, cfg.channels)
+    x[:, 0] = model.node_embedding(species)
+    m0 = model.degree_mlp.forward_pairs(edges).view(-1, cfg.lmax + 1, cfg.channels)
+    x = x.index_add(
+        0, target, torch.bmm(rot_out_env[:, :, : cfg.lmax + 1], m0 / cfg.degree_normalization)
+    )
+    for block in model.blocks:
+        h = block.norm_edge(x)
+        parts = [
+            list(torch.split(torch.bmm(rot_in, h[index]), model.group_sizes, dim=1))
+            for index in (source, target)
+        ]
+        groups, gates = block.conv1(parts, block.radial.forward_pairs(edges))
+        groups, _ = block.conv2([gate_groups(groups, gates, cfg.lmax, cfg.mmax)])
+        x = x.index_add(0, target, torch.bmm(rot_out_env, torch.cat(groups, dim=1)))
+        x = x + block.ffn(block.norm_node(x))
+    atom_e = model.energy_head(model.norm_final(x)[:, 0]).squeeze(-1)
+    return float(atom_e.sum() + model.element_energies[numbers].sum())
+
+
+def test_reverse_direction_by_signs_equals_its_own_frame(model):
+    """The pair trick (one rotation per end, the reverse frame as a sign per coefficient)
+    gives the energy of rotating every direction in a frame built from that direction, on a
+    distorted quaternary cell with edges in every octant (both charts of the frame)."""
+    a = alloy(11, repeat=(2, 2, 1))
+    with torch.no_grad():
+        want = _energy_every_direction_in_its_own_frame(model, a)
+    assert energy(model, a) == pytest.approx(want, abs=1e-10)
+    # and the comparison can fail: without the signs the model's energy is another one
+    signs = model.flip_sign.clone()
+    try:
+        model.flip_sign.fill_(1.0)
+        assert abs(energy(model, a) - want) > 1e-6
+    finally:
+        model.flip_sign.copy_(signs)
+    assert energy(model, a) == pytest.approx(want, abs=1e-10)
