@@ -14,6 +14,9 @@ from conftest import tiny_esen_config
 from scipy.spatial.transform import Rotation
 
 from esen_flows.model import ESEN, AtomsBatch, CheckpointError, ESENConfig
+from esen_flows.model.graph import edge_vectors, radius_graph_pbc
+from esen_flows.model.layers import EdgeInputs, gate_groups, polynomial_envelope
+from esen_flows.model.rotation import edge_rotation
 
 CUTOFF = 4.0
 
@@ -327,7 +330,7 @@ def test_two_part_convolution_equals_one_on_concatenated_channels(lmax, mmax):
     np.testing.assert_allclose(gates.detach(), want_gates.detach(), atol=1e-12)
     # the radial weights as one product per (m, part) block, what the model passes: the same
     # numbers as the single product cut into blocks, and the same convolution
-    blocks = ordered.forward_pairs(edges, two.radial_blocks())
+    blocks = ordered.forward_pairs_blocks(edges, two.radial_blocks())
     whole = torch.split(ordered.forward_pairs(edges), two.radial_blocks(), dim=1)
     assert len(blocks) == len(whole) == 2 * (mmax + 1)
     for a, b in zip(blocks, whole, strict=True):
@@ -363,10 +366,6 @@ def _energy_every_direction_in_its_own_frame(model: ESEN, atoms: Atoms) -> float
     built from its own direction (``edge_rotation(-d)`` for j <- i), four rotations per pair,
     the radial weights as one product. The model instead rotates both ends of a pair once and
     gets the reverse direction by the half turn's signs."""
-    from esen_flows.model.graph import edge_vectors, radius_graph_pbc
-    from esen_flows.model.layers import EdgeInputs, gate_groups, polynomial_envelope
-    from esen_flows.model.rotation import edge_rotation
-
     cfg = model.config
     data = AtomsBatch.from_atoms([atoms], dtype=torch.float64)
     pos, cell, batch, numbers = data.positions, data.cell, data.batch, data.numbers
@@ -376,7 +375,9 @@ def _energy_every_direction_in_its_own_frame(model: ESEN, atoms: Atoms) -> float
     direction = torch.cat([vec, -vec]) / dist.repeat(2)[:, None]
     rot_out = model._truncated_wigner(edge_rotation(direction))  # (2P, K, Kt), own frames
     rot_in = rot_out.transpose(1, 2)
-    rot_out_env = rot_out * polynomial_envelope(dist / cfg.cutoff).repeat(2)[:, None, None]
+    rot_out_env = (
+        rot_out * polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p).repeat(2)[:, None, None]
+    )
     source, target = torch.cat([graph.src, graph.dst]), torch.cat([graph.dst, graph.src])
     species = numbers - 1
     edges = EdgeInputs(

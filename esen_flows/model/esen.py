@@ -148,13 +148,13 @@ class ESENBlock(nn.Module):
         p = frames.num_pairs
         end_j = torch.bmm(frames.rot_in, h.index_select(0, frames.source[:p]))
         end_i = torch.bmm(frames.rot_in, h.index_select(0, frames.target[:p]))
-        flip = frames.flip.view(1, -1, 1)
+        flip = frames.flip.to(end_i.dtype).view(1, -1, 1)  # autocast: keep its dtype
         parts = [
             torch.split(torch.cat([first, second * flip]), frames.sizes, dim=1)
             for first, second in ((end_j, end_i), (end_i, end_j))
         ]
         groups, gates = self.conv1(
-            parts, self.radial.forward_pairs(edges, self.conv1.radial_blocks())
+            parts, self.radial.forward_pairs_blocks(edges, self.conv1.radial_blocks())
         )
         groups = gate_groups(groups, gates, self.lmax, self.mmax)
         groups, _ = self.conv2([groups])
@@ -166,8 +166,8 @@ class ESENBlock(nn.Module):
 
 @dataclass
 class EdgeFrames:
-    """Per-direction rotations of every neighbour pair, computed once per forward and shared by
-    all blocks. Directions are ordered i <- j for all P pairs, then j <- i.
+    """The edge frames of every neighbour pair and its two directions, computed once per
+    forward and shared by all blocks. Directions are ordered i <- j for all P pairs, then j <- i.
 
     The frame of j <- i is that of i <- j turned half a turn about x, whose Wigner matrix is
     diagonal +-1 (``flip``): only one rotation per pair is built.

@@ -98,34 +98,18 @@ class RadialMLP(nn.Module):
         order = None if output_order is None else torch.tensor(output_order, dtype=torch.long)
         self.register_buffer("output_order", order, persistent=False)
 
-    def _last(
-        self, h: torch.Tensor, blocks: Sequence[int] | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def _last_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last Linear's weight (out, hidden) and bias (out,), rows in output order."""
         last = self.net[-1]
-        weight, bias = last.weight, last.bias
-        if self.output_order is not None:
-            weight, bias = weight[self.output_order], bias[self.output_order]
-        if blocks is None:
-            return nn.functional.linear(h, weight, bias)
-        # one product per block of outputs: each block is its own contiguous tensor, so the
-        # backward pass needs no concatenation of an (E, out) gradient, and no edge tensor
-        # grows past the allocator's mmap threshold (fresh pages on every call)
-        return tuple(
-            nn.functional.linear(h, w, b)
-            for w, b in zip(
-                torch.split(weight, list(blocks)), torch.split(bias, list(blocks)), strict=True
-            )
-        )
+        if self.output_order is None:
+            return last.weight, last.bias
+        return last.weight[self.output_order], last.bias[self.output_order]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._last(self.net[:-1](x))
+        return nn.functional.linear(self.net[:-1](x), *self._last_weights())
 
-    def forward_pairs(
-        self, edges: EdgeInputs, blocks: Sequence[int] | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The same MLP on [rbf, source embedding, target embedding] for both directions of
-        every pair, (2P, out): i <- j first, then j <- i. With ``blocks`` (sizes summing to
-        out), a tuple of (2P, size) tensors, one per block of consecutive outputs.
+    def _hidden_pairs(self, edges: EdgeInputs) -> torch.Tensor:
+        """(2P, hidden): the input of the last Linear for both directions of every pair.
 
         The first Linear is split by its input blocks: the rbf part is computed once per pair
         and the embedding parts once per element (exactly the same arithmetic result).
@@ -144,7 +128,30 @@ class RadialMLP(nn.Module):
             ],
             dim=0,
         )
-        return self._last(self.net[1:-1](h), blocks)
+        return self.net[1:-1](h)
+
+    def forward_pairs(self, edges: EdgeInputs) -> torch.Tensor:
+        """The same MLP on [rbf, source embedding, target embedding] for both directions of
+        every pair, (2P, out): i <- j first, then j <- i."""
+        return nn.functional.linear(self._hidden_pairs(edges), *self._last_weights())
+
+    def forward_pairs_blocks(
+        self, edges: EdgeInputs, blocks: Sequence[int]
+    ) -> tuple[torch.Tensor, ...]:
+        """``forward_pairs`` cut into consecutive blocks of outputs (sizes ``blocks``, summing
+        to out): a tuple of (2P, size) tensors, one product each.
+
+        Each block is its own contiguous tensor, so the backward pass concatenates no
+        (2P, out) gradient, and no single edge tensor of that width is made (33.5 MB for the
+        first convolution of a 256-atom Cu cell at the small benchmark config).
+        """
+        weight, bias = self._last_weights()
+        h = self._hidden_pairs(edges)
+        sizes = list(blocks)
+        return tuple(
+            nn.functional.linear(h, w, b)
+            for w, b in zip(torch.split(weight, sizes), torch.split(bias, sizes), strict=True)
+        )
 
 
 @dataclass
