@@ -143,8 +143,8 @@ class ESENBlock(nn.Module):
         # each direction's source and target features, in that direction's frame (2P, Kt, C);
         # a direction's input is [source | target], the convolution takes the two blocks apart.
         # Both ends of a pair are rotated once, into the frame of i <- j; the frame of j <- i
-        # differs by the half turn, a sign per coefficient: a pair costs two small products,
-        # not four (MKL's batched products of 9 x 9 matrices cost per matrix, not per flop)
+        # differs by the half turn, a sign per coefficient: a pair costs two rotations and two
+        # gathers of node features, not four of each
         p = frames.num_pairs
         end_j = torch.bmm(frames.rot_in, h.index_select(0, frames.source[:p]))
         end_i = torch.bmm(frames.rot_in, h.index_select(0, frames.target[:p]))
