@@ -42,6 +42,20 @@ class ESENConfig:
         Width of the energy head MLP.
     direct_forces
         Add a direct-force head (pretraining only; the conservative model leaves it off).
+    use_envelope
+        Multiply every message and the edge-degree embedding by the polynomial envelope (the
+        paper's smooth model; fairchem 1.x checkpoints may have it off).
+    max_neighbors
+        fairchem's neighbour cap: an atom with more neighbours within the cutoff keeps those
+        no farther than its (max_neighbors + 1)-th nearest plus 0.01 A (non-smooth); None = no
+        cap (the paper's eSEN).
+    system_embedding
+        A learned (C,) vector added to every atom's l = 0 features at the start and after each
+        block's first norm (fairchem 2.x's charge/spin/dataset embedding at a fixed system).
+    normalizers
+        fairchem's output de-normalisation, ``{"energy": (mean, rmsd), "forces": ...,
+        "stress": ...}``: each output is ``raw * rmsd + mean`` (energy per structure, eV; forces
+        eV/A; stress eV/A^3) before the element energies are added; None = identity.
     """
 
     elements: tuple[str, ...] | None = None
@@ -60,6 +74,10 @@ class ESENConfig:
     degree_normalization: float = 5.0
     energy_hidden_channels: int = 64
     direct_forces: bool = False
+    use_envelope: bool = True
+    max_neighbors: int | None = None
+    system_embedding: bool = False
+    normalizers: dict[str, tuple[float, float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +100,11 @@ class ESENConfig:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if not self.cutoff > 0:
             problems.append(f"cutoff must be positive, got {self.cutoff}")
+        if self.max_neighbors is not None and self.max_neighbors < 1:
+            problems.append(f"max_neighbors must be None or positive, got {self.max_neighbors}")
+        for key, pair in (self.normalizers or {}).items():
+            if key not in ("energy", "forces", "stress") or len(pair) != 2:
+                problems.append(f"normalizers[{key!r}] must be a (mean, rmsd) pair of an output")
         if self.elements is not None:
             unknown = [e for e in self.elements if e not in atomic_numbers]
             if unknown:
@@ -92,6 +115,13 @@ class ESENConfig:
             raise ValueError("invalid ESENConfig: " + "; ".join(problems))
         if self.elements is not None:
             object.__setattr__(self, "elements", tuple(self.elements))
+        if self.normalizers is not None:
+            norm = {k: (float(v[0]), float(v[1])) for k, v in self.normalizers.items()}
+            object.__setattr__(self, "normalizers", norm)
+
+    def output_norm(self, key: str) -> tuple[float, float]:
+        """(mean, rmsd) of an output ("energy", "forces", "stress"); (0, 1) by default."""
+        return (self.normalizers or {}).get(key, (0.0, 1.0))
 
     @property
     def supported_elements(self) -> frozenset[str]:
@@ -104,6 +134,8 @@ class ESENConfig:
         """Plain-data form (for checkpoints)."""
         d = asdict(self)
         d["elements"] = list(self.elements) if self.elements is not None else None
+        if self.normalizers is not None:
+            d["normalizers"] = {k: list(v) for k, v in self.normalizers.items()}
         return d
 
     @classmethod

@@ -20,7 +20,7 @@ from ase import Atoms
 from torch import nn
 
 from esen_flows.model.config import ESENConfig
-from esen_flows.model.graph import Graph, edge_vectors, radius_graph_pbc
+from esen_flows.model.graph import Graph, edge_vectors, neighbour_cap, radius_graph_pbc
 from esen_flows.model.layers import (
     EdgeInputs,
     EquivariantRMSNorm,
@@ -135,11 +135,20 @@ class ESENBlock(nn.Module):
         self.norm_node = EquivariantRMSNorm(lmax, c)
         self.ffn = NodeFeedForward(lmax, c, config.ffn_hidden_channels)
 
-    def forward(self, x: torch.Tensor, edges: EdgeInputs, frames: EdgeFrames) -> torch.Tensor:
-        """Messages along both directions of every pair (``frames``), then the node FFN."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        edges: EdgeInputs,
+        frames: EdgeFrames,
+        system: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Messages along both directions of every pair (``frames``), then the node FFN;
+        ``system`` (C,) is added to the normed l = 0 features (fairchem 2.x)."""
         if frames.num_pairs == 0:  # isolated atoms: no messages
             return x + self.ffn(self.norm_node(x))
         h = self.norm_edge(x)
+        if system is not None:
+            h = torch.cat([h[:, :1] + system, h[:, 1:]], dim=1)
         # each direction's source and target features, in that direction's frame (2P, Kt, C);
         # a direction's input is [source | target], the convolution takes the two blocks apart.
         # Both ends of a pair are rotated once, into the frame of i <- j; the frame of j <- i
@@ -237,10 +246,15 @@ class ESEN(nn.Module):
             nn.Linear(c, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(), nn.Linear(e, 1)
         )
         self.force_head = nn.Linear(c, 1, bias=False) if config.direct_forces else None
+        if config.system_embedding:
+            self.register_buffer("system_embedding", torch.zeros(c))
+        else:
+            self.system_embedding = None
 
     # ------------------------------------------------------------------ features
     def _edge_frames(self, vec: torch.Tensor, envelope: torch.Tensor, graph: Graph) -> EdgeFrames:
-        """Rotations into the (truncated) frames of both directions of every pair and back."""
+        """Rotations into the (truncated) frames of both directions of every pair and back;
+        ``envelope`` is (2P,), one factor per direction."""
         direction = vec / vec.norm(dim=-1, keepdim=True)
         rot_out = self._truncated_wigner(edge_rotation(direction))  # (P, K, K_trunc)
         flip = self.flip_sign.to(vec.dtype)
@@ -248,7 +262,7 @@ class ESEN(nn.Module):
         rot_out = torch.cat([rot_out, rot_out * flip], dim=0)
         return EdgeFrames(
             rot_in=rot_in,
-            rot_out_env=rot_out * envelope.repeat(2)[:, None, None],
+            rot_out_env=rot_out * envelope[:, None, None],
             source=torch.cat([graph.src, graph.dst]),
             target=torch.cat([graph.dst, graph.src]),
             flip=flip,
@@ -277,7 +291,14 @@ class ESEN(nn.Module):
         species = numbers - 1
         vec = edge_vectors(positions, cell, batch, graph)
         dist = vec.norm(dim=-1)
-        envelope = polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p)
+        if cfg.use_envelope:
+            envelope = polynomial_envelope(dist / cfg.cutoff, cfg.envelope_p).repeat(2)
+        else:
+            envelope = torch.ones_like(dist).repeat(2)
+        if cfg.max_neighbors is not None:
+            kept = neighbour_cap(graph, dist.detach(), positions.shape[0], cfg.max_neighbors)
+            if kept is not None:  # a dropped direction sends nothing to its target
+                envelope = envelope * kept.to(envelope.dtype)
         rbf = self.rbf(dist)
         edges = EdgeInputs(
             rbf=rbf,
@@ -290,13 +311,17 @@ class ESEN(nn.Module):
         n = positions.shape[0]
         x = positions.new_zeros(n, self.num_coefficients, cfg.channels)
         x[:, 0] = self.node_embedding(species)
+        system = self.system_embedding
+        if system is not None:
+            x[:, 0] = x[:, 0] + system.to(x.dtype)
+            system = system.to(x.dtype)
         # edge-degree embedding: m = 0 coefficients from the edge scalars, rotated back
         m0 = self.degree_mlp.forward_pairs(edges).view(-1, cfg.lmax + 1, cfg.channels)
         rot_m0 = frames.rot_out_env.narrow(2, 0, cfg.lmax + 1)  # m = 0 columns, enveloped
         deg = torch.bmm(rot_m0, m0 / cfg.degree_normalization)
         x = x.index_add(0, frames.target, deg)
         for block in self.blocks:
-            x = block(x, edges, frames)
+            x = block(x, edges, frames, system)
         return self.norm_final(x)
 
     # ------------------------------------------------------------------ forward
@@ -358,27 +383,32 @@ class ESEN(nn.Module):
                 positions_s, cell_s = positions, cell
             x = self.node_features(positions_s, data.numbers, cell_s, batch, graph)
             atom_e = self.energy_head(x[:, 0]).squeeze(-1).double()
-            atom_e = atom_e + self.element_energies[data.numbers]
-            energy = torch.zeros(n_struct, dtype=torch.float64, device=atom_e.device)
-            energy = energy.index_add(0, batch, atom_e)
-            out: dict[str, torch.Tensor] = {"energy": energy}
+            raw = torch.zeros(n_struct, dtype=torch.float64, device=atom_e.device)
+            raw = raw.index_add(0, batch, atom_e)
+            refs = torch.zeros_like(raw).index_add(0, batch, self.element_energies[data.numbers])
+            e_mean, e_rmsd = self.config.output_norm("energy")
+            f_mean, f_rmsd = self.config.output_norm("forces")
+            out: dict[str, torch.Tensor] = {"energy": raw * e_rmsd + e_mean + refs}
             if direct:
                 if self.force_head is None:
                     raise ValueError("this model has no direct-force head (direct_forces=False)")
-                out["forces"] = self.force_head(x[:, 1:4]).squeeze(-1)
+                out["forces"] = self.force_head(x[:, 1:4]).squeeze(-1) * f_rmsd + f_mean
                 return out
             inputs = [positions] if compute_forces else []
             if strain is not None:
                 inputs.append(strain)
             if inputs:
                 grads = torch.autograd.grad(
-                    energy.sum(), inputs, create_graph=self.training, allow_unused=False
+                    raw.sum(), inputs, create_graph=self.training, allow_unused=False
                 )
                 if compute_forces:
-                    out["forces"] = -grads[0].to(data.positions.dtype)
+                    forces = -grads[0] * f_rmsd + f_mean
+                    out["forces"] = forces.to(data.positions.dtype)
                 if strain is not None:
+                    s_mean, s_rmsd = self.config.output_norm("stress")
                     volume = torch.linalg.det(cell).abs()
-                    out["stress"] = (grads[-1] / volume[:, None, None]).to(data.positions.dtype)
+                    stress = grads[-1] / volume[:, None, None] * s_rmsd + s_mean
+                    out["stress"] = stress.to(data.positions.dtype)
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -144,3 +144,29 @@ def radius_graph_pbc(
     # image shift for the unwrapped input positions
     shifts = img - wrap[j] + wrap[i]
     return Graph(src=j, dst=i, shifts=shifts)
+
+
+def neighbour_cap(
+    graph: Graph, dist: torch.Tensor, n_atoms: int, max_neighbors: int, tolerance: float = 0.01
+) -> torch.Tensor | None:
+    """fairchem's neighbour cap on both directions of every pair: (2P,) bool, True where a
+    direction is kept; None when no atom has more than ``max_neighbors`` neighbours.
+
+    An atom with more keeps each neighbour whose squared distance is at most that of its
+    (max_neighbors + 1)-th nearest plus ``tolerance`` (A^2), as fairchem's
+    ``get_max_neighbors_mask`` does on squared distances when the cap is not strict (ties are
+    kept). Directions are ordered as in ``EdgeFrames``.
+    """
+    targets = torch.cat([graph.dst, graph.src])
+    d = (dist * dist).repeat(2)
+    counts = torch.bincount(targets, minlength=n_atoms)
+    if targets.numel() == 0 or int(counts.max()) <= max_neighbors:
+        return None
+    order = torch.argsort(d, stable=True)
+    order = order[torch.argsort(targets[order], stable=True)]  # by target, then distance
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(d.numel(), device=d.device) - start[targets[order]]
+    kth = torch.full((n_atoms,), float("inf"), dtype=d.dtype, device=d.device)
+    at = rank == max_neighbors
+    kth[targets[order][at]] = d[order][at]
+    return d <= kth[targets] + tolerance
