@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa gpu-wheels
+.PHONY: venv test demo lint format clean bench-fairchem bench-model fairchem-fixtures fairchem-parity tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,29 @@ format: $(STAMP)
 	.venv-fairchem/bin/python -m pip install --quiet "torch==2.13.0"
 	.venv-fairchem/bin/python -m pip install --quiet "fairchem-core==2.24.0"
 	touch .venv-fairchem/.installed
+
+# fairchem-core 1.10 (the published eSEN-30M files' format) pins torch~=2.4 and imports
+# torch_scatter: installed without its pins beside torch 2.13, with import-time stand-ins
+FAIRCHEM1_DEPS := ase "e3nn>=0.5" hydra-core lmdb numba "numpy<2" orjson pydantic pymatgen \
+	pyyaml requests submitit torch-geometric torchtnt tqdm huggingface_hub tensorboard wandb
+.venv-fairchem1/.installed:
+	test -x .venv-fairchem1/bin/python || $(PYTHON) -m venv .venv-fairchem1
+	.venv-fairchem1/bin/python -m pip install --quiet "torch==2.13.0"
+	.venv-fairchem1/bin/python -m pip install --quiet --no-deps "fairchem-core==1.10.0"
+	.venv-fairchem1/bin/python -m pip install --quiet $(FAIRCHEM1_DEPS)
+	touch .venv-fairchem1/.installed
+
+# The committed test fixtures: eSEN checkpoints fairchem itself writes (1.x and 2.x formats,
+# random weights) and fairchem's own energies, forces and stresses for them
+fairchem-fixtures: .venv-fairchem/.installed .venv-fairchem1/.installed
+	PYTHONPATH=benchmarks/fairchem1_shims .venv-fairchem1/bin/python \
+		benchmarks/_fairchem_write.py --out tests/data/fairchem/v1
+	.venv-fairchem/bin/python benchmarks/_fairchem_write.py --out tests/data/fairchem/v2
+
+# fairchem's eSEN against esen-flows on checkpoints of new seeds and the published shapes
+# (30M-OAM, 30M-MP) in both formats; minutes on 2 cores. Not part of make test.
+fairchem-parity: $(STAMP) .venv-fairchem/.installed .venv-fairchem1/.installed
+	$(BIN)/python benchmarks/fairchem_parity.py
 
 bench-fairchem: $(STAMP) .venv-fairchem/.installed
 	$(BIN)/python benchmarks/model_speed.py

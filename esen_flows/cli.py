@@ -1,4 +1,4 @@
-"""The ``esen-flows`` command line: screen, hull, report, train and evaluate.
+"""The ``esen-flows`` command line: screen, hull, report, train, evaluate and convert.
 
 Exit codes: 0 success; 1 the work could not be done (no readable structure, a job crashed);
 2 bad arguments (missing file or store, bad values). Errors print one line on stderr.
@@ -13,6 +13,8 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from esen_flows import cli_convert
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="potential name or checkpoint (esen-emt-tiny, PATH.pt)")
     evaluate.add_argument("data", help="extxyz file with energies, forces and stresses")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
+    cli_convert.add_parser(sub)
     return parser
 
 
@@ -428,6 +431,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Mean absolute errors of a model on labelled frames."""
     from esen_flows.model import ESEN
+    from esen_flows.model.checkpoints import load_model
     from esen_flows.model.esen import CheckpointError
     from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.training.data import read_frames
@@ -436,7 +440,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     path = Path(args.model)
     try:
         if path.suffix == ".pt" or path.is_file():
-            model = ESEN.load(path)
+            model = load_model(path)
         else:  # a shipped model's name: the registry knows where it lives
             model = getattr(get_potential(args.model, device="cpu"), "model", None)
         frames = [Frame.from_atoms(a) for a in read_frames(args.data)]
@@ -464,6 +468,7 @@ COMMANDS = {
     "export": cmd_export,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "convert": cli_convert.cmd_convert,
 }
 
 
@@ -478,5 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m esen_flows.cli: run the imported module's main, whose
+    from esen_flows.cli import main as _main  # CLIError the subcommand modules raise
+
+    sys.exit(_main())

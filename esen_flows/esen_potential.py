@@ -19,6 +19,7 @@ from pymatgen.core import Structure
 
 from esen_flows.io import get_label, to_atoms
 from esen_flows.model.allocator import keep_freed_memory
+from esen_flows.model.checkpoints import load_model
 from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
 from esen_flows.potentials import (
     BatchBudget,
@@ -243,9 +244,15 @@ class ESENCalculator(Calculator):
 def load_potential(
     path: str | Path, device: Any = None, dtype: Any = None, name: str | None = None
 ) -> ESENPotential:
-    """An ``ESENPotential`` from a checkpoint file (validated, ``weights_only=True``)."""
+    """An ``ESENPotential`` from a checkpoint file: esen-flows' own, or fairchem's eSEN in
+    its 1.x or 2.x format (read as data, ``weights_only=True``; see ``load_model``).
+
+    The potential's checksum, which enters every result key, is the first 16 hex digits of
+    the sha256 of the file named: a converted file (``esen-flows convert``) has its own, so
+    results computed with the original are not reused for it, nor the reverse.
+    """
     path = Path(path).expanduser()
-    model = ESEN.load(path)
+    model = load_model(path)
     return ESENPotential(
         model,
         name=name or f"esen:{path}",

@@ -440,8 +440,16 @@ class ESEN(nn.Module):
             When the file is missing, not a torch file, holds anything but plain data, or does
             not describe an ESEN whose weights match its config.
         """
-        data = read_checkpoint(path, map_location)
-        model = cls(ESENConfig.from_dict(data["config"]))
+        return cls.from_checkpoint(read_checkpoint(path, map_location), path)
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any], path: str | Path = "checkpoint") -> ESEN:
+        """The model of a checkpoint dict already read (``read_checkpoint``'s checks done)."""
+        try:
+            config = ESENConfig.from_dict(data["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        model = cls(config)
         expected = model.state_dict()
         state = data["state_dict"]
         missing = sorted(set(expected) - set(state))
@@ -482,6 +490,11 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     except Exception as exc:  # weights_only: nothing runs; any parse failure means 'not ours'
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not an esen-flows checkpoint ({first})") from None
+    return check_checkpoint(data, path)
+
+
+def check_checkpoint(data: Any, path: str | Path = "checkpoint") -> dict[str, Any]:
+    """``data`` if it is an esen-flows checkpoint dict of a supported version, else raise."""
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an esen-flows checkpoint (no format tag)")
     if data.get("version") != CHECKPOINT_VERSION:

@@ -368,7 +368,11 @@ def _v2(ckpt: InferenceCheckpoint, path: Path, task: str | None, charge: int, sp
 
 
 def load_fairchem(
-    path: str | Path, task: str | None = None, charge: int = 0, spin: int | None = None
+    path: str | Path,
+    task: str | None = None,
+    charge: int = 0,
+    spin: int | None = None,
+    data: Any = None,
 ) -> ESEN:
     """An ``ESEN`` from a fairchem eSEN checkpoint (1.x or 2.x), ready for inference.
 
@@ -394,14 +398,15 @@ def load_fairchem(
     CheckpointError
         Not a fairchem eSEN file, a model esen-flows does not implement (field and value named),
         or a file that names code (``UnsafeCheckpointError``).
+
+    ``data``: the file's content when the caller has already read it with ``load_data``.
     """
     path = Path(path)
-    try:
-        data = load_data(path)
-    except FileNotFoundError as exc:
-        raise CheckpointError(str(exc)) from None
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    if data is None:
+        try:
+            data = load_data(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CheckpointError(str(exc)) from None
     kind = detect_format(data)
     if kind == "fairchem-1":
         model, info = _v1(data, path)

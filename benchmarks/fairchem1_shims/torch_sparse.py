@@ -1,0 +1,2 @@
+class SparseTensor:  # import-time stand-in; fairchem 1.x eSEN never uses it
+    pass
