@@ -1,2 +1,6 @@
-class SparseTensor:  # import-time stand-in; fairchem 1.x eSEN never uses it
+"""Import-time stand-in for torch_sparse: fairchem 1.10 imports it in models its eSEN never
+uses. Benchmarks only."""
+
+
+class SparseTensor:
     pass
