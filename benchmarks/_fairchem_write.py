@@ -66,7 +66,7 @@ def _randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
 
 
-def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int) -> None:
+def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "pos_emb") -> None:
     from fairchem.core import FAIRChemCalculator
     from fairchem.core.units.mlip_unit import load_predict_unit
     from fairchem.core.units.mlip_unit.api.inference import (
@@ -81,7 +81,7 @@ def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int) -> None:
         max_num_elements=100, otf_graph=True, max_neighbors=max_neighbors,
         always_use_pbc=True, regress_forces=True, regress_stress=True, direct_forces=False,
         norm_type="rms_norm_sh", act_type="gate", ff_type="spectral",
-        chg_spin_emb_type="pos_emb", use_dataset_embedding=True,
+        chg_spin_emb_type=csd, use_dataset_embedding=csd == "pos_emb",
         dataset_list=["omat", "omol"], **shape,
     )  # fmt: skip
     model_config = OmegaConf.create(
@@ -161,7 +161,7 @@ def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int) -> None:
     _evaluate(out, calc, "float64", {"fairchem": version("fairchem-core"), "task": "omat"})
 
 
-def write_v1(out: Path, shape: dict, seed: int, max_neighbors: int) -> None:
+def write_v1(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "") -> None:
     import fairchem.core.models.base
     import fairchem.core.models.esen.esen  # noqa: F401  (registers esen_backbone and heads)
     from fairchem.core.common.registry import registry
@@ -260,8 +260,15 @@ class _V1Calculator:
         return float(energy), forces.numpy(), stress.numpy()
 
 
+_EVALUATE = True
+_MAX_ATOMS: int | None = None
+
+
 def _evaluate(out: Path, calc, dtype: str, meta: dict) -> None:
-    structures = parity_structures()
+    if not _EVALUATE:
+        print(f"wrote {out / 'checkpoint.pt'} (no reference)")
+        return
+    structures = [a for a in parity_structures() if len(a) <= (_MAX_ATOMS or len(a))]
     rows = {"energy": [], "forces": [], "stress": [], "numbers": [], "positions": [], "cells": []}
     for atoms in structures:
         atoms = atoms.copy()
@@ -300,11 +307,26 @@ def main() -> None:
     ap.add_argument("--shape", choices=sorted(SHAPES), default="small")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--max-neighbors", type=int, default=300)
+    ap.add_argument("--no-reference", action="store_true", help="write the checkpoint only")
+    ap.add_argument(
+        "--max-atoms",
+        type=int,
+        default=None,
+        help="leave out larger structures (fairchem's 30M float64 on 200 atoms needs >20 GB)",
+    )
+    ap.add_argument(
+        "--csd",
+        choices=["pos_emb", "rand_emb"],
+        default="pos_emb",
+        help="2.x charge/spin embedding (pos_emb also turns the dataset embedding on)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     major = int(version("fairchem-core").split(".")[0])
     write = write_v1 if major == 1 else write_v2
-    write(args.out, SHAPES[args.shape], args.seed, args.max_neighbors)
+    global _EVALUATE, _MAX_ATOMS
+    _EVALUATE, _MAX_ATOMS = not args.no_reference, args.max_atoms
+    write(args.out, SHAPES[args.shape], args.seed, args.max_neighbors, args.csd)
 
 
 if __name__ == "__main__":

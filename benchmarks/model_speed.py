@@ -9,6 +9,12 @@ with fairchem-core 2.24.0) as a subprocess of this command; without it only our 
 Usage::
 
     python benchmarks/model_speed.py [--configs small,30m] [--quick] [--device cuda] [--rounds 3]
+    python benchmarks/model_speed.py --same-weights 30m-oam [--quick]
+
+``--same-weights SHAPE`` has fairchem write one checkpoint of that shape (random weights, its
+2.x format, ``benchmarks/_fairchem_write.py``) and times both libraries on that same file:
+fairchem's own model from ``load_inference_model``, esen-flows' from ``esen:PATH`` (config
+name ``ckpt``). ``--checkpoint PATH`` does the same with a 2.x file of your own.
 
 Prints a table and, as its last line, a JSON object of the ratios (ours / fairchem). With
 ``--rounds N`` every pair is measured N times, alternating which of the two runs first, and the
@@ -58,12 +64,19 @@ def our_config(name: str) -> ESENConfig:
     )
 
 
-def measure_ours(name: str, workloads: list[str], reps: int, device: str) -> dict[str, float]:
+def measure_ours(
+    name: str, workloads: list[str], reps: int, device: str, checkpoint: str | None = None
+) -> dict[str, float]:
     """Atoms/s of esen-flows' ESEN for one config (run in a worker process)."""
     if device == "cpu":
         keep_freed_memory()  # what ESENPotential does on a CPU
     torch.manual_seed(0)
-    model = ESEN(our_config(name)).to(device).eval()
+    if name == "ckpt":
+        from esen_flows.model.checkpoints import load_model
+
+        model = load_model(checkpoint).to(device=device, dtype=torch.float32).eval()
+    else:
+        model = ESEN(our_config(name)).to(device).eval()
     results: dict[str, float] = {f"{name}/params": model.num_parameters()}
 
     def run(atoms):
@@ -125,6 +138,12 @@ def main() -> int:
         help="measure each pair this many times, alternating which goes first, and report "
         "medians (the machine's speed drifts between processes)",
     )
+    ap.add_argument("--checkpoint", help="a fairchem 2.x checkpoint both libraries load")
+    ap.add_argument(
+        "--same-weights",
+        choices=["30m-oam", "30m-mp", "small"],
+        help="have fairchem write a checkpoint of this shape and time both on it",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one config here
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=3, help=argparse.SUPPRESS)
@@ -133,12 +152,23 @@ def main() -> int:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
     torch.set_num_threads(args.threads)
     if args.worker:
-        result = measure_ours(args.worker, args.workloads.split(","), args.reps, args.device)
+        result = measure_ours(
+            args.worker, args.workloads.split(","), args.reps, args.device, args.checkpoint
+        )
         print("RESULT_JSON " + json.dumps(result), flush=True)
         return 0
 
     configs = args.configs.split(",")
     fc_python = Path(args.fairchem_python)
+    if args.same_weights:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="esen-same-weights-")
+        writer = [str(fc_python), str(HERE / "_fairchem_write.py"), "--out", folder]
+        subprocess.run([*writer, "--shape", args.same_weights, "--no-reference"], check=True)
+        args.checkpoint = str(Path(folder) / "checkpoint.pt")
+    if args.checkpoint:
+        configs = ["ckpt"]
     # per key, one value per round: ours and fairchem alternate which runs first in a round
     ours_r: dict[str, list[float]] = {}
     theirs_r: dict[str, list[float]] = {}
@@ -146,7 +176,8 @@ def main() -> int:
     for r in range(args.rounds):
         for c in configs:
             # the 30M model is slow on a CPU: one timed call after the warm-up
-            reps = 1 if (args.quick or (c == "30m" and args.device == "cpu")) else 3
+            big = c == "30m" or (c == "ckpt" and args.same_weights != "small")
+            reps = 1 if (args.quick or (big and args.device == "cpu")) else 3
             for w in WORKLOADS:  # one process per measurement: a peer's OOM cannot stop the rest
                 base = [
                     "--reps",
@@ -157,6 +188,7 @@ def main() -> int:
                     args.device,
                     "--workloads",
                     w,
+                    *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
                 ]
                 runs: list[tuple[list[str], str, dict | None]] = [
                     ([sys.executable, __file__, "--worker", c, *base], f"esen-flows {c}", None)
@@ -209,6 +241,7 @@ def main() -> int:
                 "device": device,
                 "peer_keeps_freed_memory": args.peer_keeps_freed_memory,
                 "rounds": args.rounds,
+                "same_weights": bool(args.checkpoint),
                 "ratio_per_round": {k: [round(x, 3) for x in v] for k, v in ratios_r.items()},
                 "atoms_per_s": {
                     k: round(v, 1) for k, v in ours.items() if not k.endswith("params")

@@ -222,3 +222,25 @@ def test_meta_records_fairchem_versions():
     for version, major in (("v1", "1."), ("v2", "2.")):
         meta = json.loads((DATA / version / "meta.json").read_text())
         assert meta["fairchem"].startswith(major)
+
+
+def test_screen_from_the_command_line_with_a_fairchem_file(tmp_path):
+    """A screen with fairchem's own file as the potential: results keyed by its checksum."""
+    from ase.build import bulk
+    from ase.io import write
+
+    from esen_flows.analysis import query
+    from esen_flows.stores import default_store
+
+    write(tmp_path / "Cu.cif", bulk("Cu", "fcc", a=3.6))
+    write(tmp_path / "Au.cif", bulk("Au", "fcc", a=4.1))
+    store = tmp_path / "store"
+    path = DATA / "v2" / "checkpoint.pt"
+    code = cli_main(
+        ["screen", str(tmp_path / "Cu.cif"), str(tmp_path / "Au.cif"), "--store", str(store)]
+        + ["--potential", f"esen:{path}", "--max-steps", "5"]
+    )
+    assert code in (0, 3)  # 3: some relaxation did not converge in 5 steps
+    docs = query(default_store(str(store)), "relaxation")
+    assert {d.label for d in docs} >= {"Cu", "Au"}
+    assert {d.checksum for d in docs} == {sha256(path)[:16]}

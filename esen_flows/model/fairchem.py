@@ -287,13 +287,12 @@ def _system_vector(fc: dict, backbone: dict, task: str, charge: int, spin: int) 
             proj = value * w * 2 * math.pi
             vec = torch.cat([torch.sin(proj), torch.cos(proj)])
             return torch.zeros_like(vec) if (name == "spin" and value == 0) else vec
-        if kind == "lin_emb":
-            x = -100.0 if (name == "spin" and value == 0) else float(value)
-            w = fc[f"{b}{name}_embedding.lin_emb.weight"].double()[:, 0]
-            return w * x + fc[f"{b}{name}_embedding.lin_emb.bias"].double()
         if kind == "rand_emb":
             return fc[f"{b}{name}_embedding.rand_emb.weight"].double()[value + offset]
-        raise UnsupportedCheckpointError(f"chg_spin_emb_type={kind!r} is not supported")
+        raise UnsupportedCheckpointError(  # lin_emb: fairchem itself fails in float64
+            f"model_config.backbone.chg_spin_emb_type={kind!r} is not supported "
+            "(esen-flows implements 'pos_emb', 'rand_emb')"
+        )
 
     parts = [embed("charge", charge, 100), embed("spin", spin, 0)]
     if backbone.get("use_dataset_embedding", True):
