@@ -236,9 +236,9 @@ def test_screen_from_the_command_line_with_a_fairchem_file(tmp_path):
     write(tmp_path / "Au.cif", bulk("Au", "fcc", a=4.1))
     store = tmp_path / "store"
     path = DATA / "v2" / "checkpoint.pt"
+    files = [str(tmp_path / "Cu.cif"), str(tmp_path / "Au.cif")]
     code = cli_main(
-        ["screen", str(tmp_path / "Cu.cif"), str(tmp_path / "Au.cif"), "--store", str(store)]
-        + ["--potential", f"esen:{path}", "--max-steps", "5"]
+        ["screen", *files, "--store", str(store), "--potential", f"esen:{path}", "--max-steps", "5"]
     )
     assert code in (0, 3)  # 3: some relaxation did not converge in 5 steps
     docs = query(default_store(str(store)), "relaxation")
