@@ -234,15 +234,23 @@ def write_v1(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
     # load_extras never builds an EMA and the raw state_dict is what runs (the EMA written
     # above must be ignored); outputs are denormalised, then element references added
     model.eval()
-    _evaluate(out, _V1Calculator(model, refs.float()), "float32", {
-        "fairchem": version("fairchem-core")})  # fmt: skip
+    meta = {"fairchem": version("fairchem-core")}
+    shipped = _V1Calculator(model, refs.float(), "float32")
+    _evaluate(out, _V1Calculator(model, refs.float()), "float64 (graph float32)", meta, shipped)
 
 
 class _V1Calculator:
-    """fairchem 1.10's OCPTrainer.predict path for one structure (float32 like OCPCalculator)."""
+    """fairchem 1.10's OCPTrainer.predict path for one structure: the model, then the
+    normalizers, then the element references.
 
-    def __init__(self, model, refs):
-        self.model, self.refs = model, refs
+    ``precision="float32"`` is OCPCalculator as shipped. ``"float64"``: fairchem's own graph
+    (built in float32 by its ``generate_graph``, which fails in float64) handed to the same model
+    cast to float64 (``otf_graph=False``); everything after the graph runs in float64, so the
+    comparison is not blurred by float32 Euler angles near the y axis.
+    """
+
+    def __init__(self, model, refs, precision: str = "float64"):
+        self.model, self.refs, self.precision = model, refs, precision
 
     def evaluate_one(self, atoms):
         from fairchem.core.preprocessing import AtomsToGraphs
@@ -252,7 +260,22 @@ class _V1Calculator:
         data = Batch.from_data_list([a2g.convert(atoms)])
         data.pos = data.pos.float()
         data.cell = data.cell.float()
-        out = self.model(data)
+        backbone = self.model.backbone
+        if self.precision == "float64":
+            graph = backbone.generate_graph(data)
+            data.edge_index = graph["edge_index"]
+            data.cell_offsets = graph["cell_offsets"]
+            data.nedges = torch.tensor([graph["edge_index"].shape[1]])
+            data.atomic_numbers_full = data.atomic_numbers.long()
+            data.batch_full = data.batch
+            data.pos, data.cell = data.pos.double(), data.cell.double()
+            backbone.otf_graph = False
+            self.model.double()
+        try:
+            out = self.model(data)
+        finally:
+            backbone.otf_graph = True
+            self.model.float()
         energy = out["energy"].detach().double() * RMSD + ENERGY_MEAN
         energy = energy + self.refs[data.atomic_numbers.long()].double().sum()
         forces = out["forces"].detach().double() * RMSD
@@ -264,7 +287,7 @@ _EVALUATE = True
 _MAX_ATOMS: int | None = None
 
 
-def _evaluate(out: Path, calc, dtype: str, meta: dict) -> None:
+def _evaluate(out: Path, calc, dtype: str, meta: dict, calc32=None) -> None:
     if not _EVALUATE:
         print(f"wrote {out / 'checkpoint.pt'} (no reference)")
         return
@@ -282,6 +305,11 @@ def _evaluate(out: Path, calc, dtype: str, meta: dict) -> None:
         rows["energy"].append(e)
         rows["forces"].append(np.asarray(f))
         rows["stress"].append(np.asarray(s))
+        if calc32 is not None:  # fairchem 1.x as shipped (float32), for information
+            e32, f32, s32 = calc32.evaluate_one(atoms)
+            rows.setdefault("energy_float32", []).append(e32)
+            rows.setdefault("forces_float32", []).append(f32)
+            rows.setdefault("stress_float32", []).append(s32)
         rows["numbers"].append(atoms.numbers)
         rows["positions"].append(atoms.positions)
         rows["cells"].append(atoms.cell.array)
@@ -296,6 +324,15 @@ def _evaluate(out: Path, calc, dtype: str, meta: dict) -> None:
         energy=np.array(rows["energy"]),
         forces=np.concatenate(rows["forces"]),
         stress=np.stack(rows["stress"]),
+        **(
+            {
+                "energy_float32": np.array(rows["energy_float32"]),
+                "forces_float32": np.concatenate(rows["forces_float32"]),
+                "stress_float32": np.stack(rows["stress_float32"]),
+            }
+            if calc32 is not None
+            else {}
+        ),
     )
     (out / "meta.json").write_text(json.dumps({**meta, "dtype": dtype}, indent=1))
     print(f"wrote {out} ({(out / 'checkpoint.pt').stat().st_size / 1e3:.0f} kB)")

@@ -3,19 +3,20 @@
 For each case, fairchem itself (fairchem-core 2.24.0 in .venv-fairchem, 1.10.0 in
 .venv-fairchem1) builds an eSEN of the given shape and seed, saves it in its own format with
 non-trivial normalizers, element references and an EMA copy, and evaluates it with its own
-inference (2.x: load_predict_unit + FAIRChemCalculator in float64; 1.x: the OCPCalculator path
-in float32). esen-flows then loads the same file through ``get_potential("esen:PATH")`` and
-evaluates the same cells. Cases cover seeds and shapes the tests have not seen, the published
-30M-OAM and 30M-MP shapes (on the cells of up to 16 atoms: fairchem's 30M model in float64
-on the 200-atom cell needs more than this machine's 23 GB), no neighbour cap and the 2.x
-embedding variants.
+inference: 2.x load_predict_unit + FAIRChemCalculator in float64; 1.x the OCPCalculator path,
+its graph built in float32 by its own code (which fails in float64) and the model in float64,
+and the float32 path as shipped for information. esen-flows then loads the same file through
+``get_potential("esen:PATH")`` and evaluates the same cells. Cases cover seeds and shapes the
+tests have not seen, the published 30M-OAM and 30M-MP shapes (on the cells of up to 16 atoms:
+fairchem's 30M model in float64 on the 200-atom cell needs more than this machine's 23 GB), no
+neighbour cap and the 2.x charge/spin embedding variants.
 
     make fairchem-parity            # all cases (about 10 minutes on 2 cores)
     .venv/bin/python benchmarks/fairchem_parity.py --cases v2-small-rand,v1-30m-oam
 
 The last line is a JSON object: per case the worst relative errors and whether they are
-within the tolerance (2.x: 1e-6 relative; 1.x: float32 round-off, 2e-4 of the largest force
-and stress).
+within the tolerance (energies 1e-6 relative; forces and stresses 1e-6 (2.x) and 1e-5 (1.x) of
+the largest in the set: fairchem keeps float32 constant tables, Jd and the Gaussian width).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ CASES = {  # name: (fairchem version, shape, seed, max_neighbors, 2.x charge/spi
     "v1-30m-oam": ("1", "30m-oam", 5, 300, ""),
     "v1-30m-mp": ("1", "30m-mp", 6, 300, ""),
 }
-TOLERANCE = {"2": (1e-6, 1e-6), "1": (1e-6, 2e-4)}
+TOLERANCE = {"2": (1e-6, 1e-6), "1": (1e-6, 1e-5)}
 
 
 def write(case: str, out: Path) -> None:
@@ -54,6 +55,20 @@ def write(case: str, out: Path) -> None:
     if shape != "small":  # fairchem's 30M model in float64 on 200 atoms needs over 20 GB
         cmd += ["--max-atoms", "16"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+
+
+def _float32_errors(path: Path) -> dict:
+    """fairchem 1.x as shipped (float32) against its own float64 run: the size of its float32
+    round-off (energy relative; forces and stress relative to the largest). Information only."""
+    import numpy as np
+
+    with np.load(path) as data:
+        e32 = data["energy_float32"]
+        e64 = data["energy"]
+        energy = max(abs(a - b) / max(abs(b), 1) for a, b in zip(e32, e64, strict=True))
+        df = np.abs(data["forces_float32"] - data["forces"]).max() / np.abs(data["forces"]).max()
+        ds = np.abs(data["stress_float32"] - data["stress"]).max() / np.abs(data["stress"]).max()
+    return {"energy_rel": float(energy), "forces_rel": float(df), "stress_rel": float(ds)}
 
 
 def main() -> None:
@@ -73,6 +88,7 @@ def main() -> None:
             clear_cache()
             potential = get_potential(f"esen:{tmp}/checkpoint.pt", dtype="float64")
             rows = parity(potential.model, Reference.read(Path(tmp) / "reference.npz"))
+            f32 = _float32_errors(Path(tmp) / "reference.npz") if version == "1" else None
         energy = max(r["energy_rel"] for r in rows)
         rest = max(max(r["forces_rel"], r["stress_rel"]) for r in rows)
         tol_e, tol_fs = TOLERANCE[version]
@@ -89,6 +105,7 @@ def main() -> None:
             "energy_rel": energy,
             "forces_stress_rel": rest,
             "within_tolerance": ok,
+            **({"fairchem_float32_vs_float64": f32} if f32 else {}),
         }
         sys.stdout.flush()
     print(json.dumps(summary))

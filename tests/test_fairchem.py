@@ -29,8 +29,10 @@ from esen_flows.model.safe_load import load_data
 from esen_flows.potentials import clear_cache, get_potential
 
 DATA = Path(__file__).parent / "data" / "fairchem"
-# fairchem 2.x runs in float64: the 1e-6 of the issue; 1.x runs in float32 only: its round-off
-TOLERANCE = {"v2": (1e-6, 1e-6), "v1": (1e-6, 2e-4)}  # (energy rel., forces/stress rel.)
+# (energy relative, forces and stress relative to the set's largest). Both references are
+# fairchem in float64 (1.x: its float32 graph handed to the float64 model); what is left is
+# fairchem's float32 constant tables (Jd, the Gaussians' width): 3e-6 of the largest force
+TOLERANCE = {"v2": (1e-6, 1e-6), "v1": (1e-6, 1e-5)}
 
 
 def _worst(rows: list[dict]) -> tuple[float, float]:
@@ -72,6 +74,8 @@ def _ablations(version: str) -> dict:
 
     out["no normalizers"] = variant(normalizers=None)
     out["no neighbour cap"] = variant(max_neighbors=None)
+    if version == "v1":
+        out["no y clip"] = variant(y_clip=False)
     no_refs = variant()
     no_refs.element_energies.zero_()
     out["no element references"] = no_refs
@@ -85,11 +89,13 @@ def _ablations(version: str) -> dict:
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_each_ingredient_matters(version):
-    """Leaving out any part of fairchem's inference breaks the agreement (the test can fail)."""
+    """Leaving out any part of fairchem's inference breaks the agreement (the test can fail);
+    the 1.x y clip (edges along y in the dense cell) moves stresses by 7e-5 of the largest."""
     reference = Reference.read(DATA / version / "reference.npz")
+    tol_e, tol_fs = TOLERANCE[version]
     for what, model in _ablations(version).items():
         energy, rest = _worst(parity(model, reference))
-        assert max(energy, rest) > 1e-3, what
+        assert energy > 3 * tol_e or rest > 3 * tol_fs, what
 
 
 def test_convert_keeps_results_and_provenance(tmp_path):

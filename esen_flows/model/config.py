@@ -49,6 +49,10 @@ class ESENConfig:
         fairchem's neighbour cap: an atom with more neighbours within the cutoff keeps those
         no farther than its (max_neighbors + 1)-th nearest plus 0.01 A (non-smooth); None = no
         cap (the paper's eSEN).
+    y_clip
+        fairchem 1.x's ``rot_clip``: an edge within about 1.4 mrad of the y axis
+        (|y| > 0.999999) is snapped onto it and its frame carries no gradient, so forces and
+        stress miss that term (not the exact gradient; the paper's model leaves it off).
     system_embedding
         A learned (C,) vector added to every atom's l = 0 features at the start and after each
         block's first norm (fairchem 2.x's charge/spin/dataset embedding at a fixed system).
@@ -76,6 +80,7 @@ class ESENConfig:
     direct_forces: bool = False
     use_envelope: bool = True
     max_neighbors: int | None = None
+    y_clip: bool = False
     system_embedding: bool = False
     normalizers: dict[str, tuple[float, float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -35,6 +35,8 @@ from esen_flows.model.layers import (
 from esen_flows.model.rotation import WignerD, edge_rotation
 
 CHECKPOINT_FORMAT = "esen-flows-checkpoint"
+#: fairchem 1.x's YTOL: |y| of a unit edge direction above which its frame is clipped
+Y_CLIP = 0.999999
 CHECKPOINT_VERSION = 1
 
 
@@ -256,6 +258,12 @@ class ESEN(nn.Module):
         """Rotations into the (truncated) frames of both directions of every pair and back;
         ``envelope`` is (2P,), one factor per direction."""
         direction = vec / vec.norm(dim=-1, keepdim=True)
+        if self.config.y_clip:  # fairchem 1.x: edges within ~1.4 mrad of +-y snap onto it,
+            y = direction[:, 1].detach()  # and their frames carry no gradient
+            near = (y.abs() > Y_CLIP)[:, None]
+            axis = torch.zeros_like(direction)
+            axis[:, 1] = torch.sign(y)
+            direction = torch.where(near, axis, direction)
         rot_out = self._truncated_wigner(edge_rotation(direction))  # (P, K, K_trunc)
         flip = self.flip_sign.to(vec.dtype)
         rot_in = rot_out.transpose(1, 2).contiguous()

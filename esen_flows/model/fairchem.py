@@ -258,6 +258,7 @@ def _v1(data: dict, path: Path) -> tuple[ESEN, dict]:
     head_w = weights_in.get(f"output_heads.{head}.energy_block.0.weight")
     config = _config(backbone, head_w.shape[0] if head_w is not None else -1, path, "backbone-1")
     config["use_envelope"] = bool(backbone.get("use_envelope", False))
+    config["y_clip"] = True  # rot_clip = not direct_forces, and direct models are refused
     normalizers = data.get("normalizers") or {}
     renamed = {"target": "energy", "grad_target": "forces"}
     norms = {renamed.get(k, k): _norm_pair(v) for k, v in normalizers.items()}
