@@ -1,7 +1,9 @@
 """The ``esen-flows`` command line: screen, hull, report, train and evaluate.
 
 Exit codes: 0 success; 1 the work could not be done (no readable structure, a job crashed);
-2 bad arguments (missing file or store, bad values). Errors print one line on stderr.
+2 bad arguments (missing file or store, bad values); 3 (``screen``) the screen finished but some
+relaxations did not converge (the summary counts them; they are not stable nor candidates).
+Errors print one line on stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNCONVERGED = 3
 
 
 class CLIError(Exception):
@@ -37,6 +40,13 @@ def _nonnegative_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -66,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument(
         "--fmax",
-        type=_nonnegative_float,
+        type=_positive_float,
         default=0.05,
-        help="force convergence, eV/A (default: 0.05)",
+        help="force convergence, eV/A, above 0 (default: 0.05)",
     )
     screen.add_argument(
         "--max-steps",
@@ -107,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     hull.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
     hull.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     hull.add_argument("--potential", help="only results of this potential (its name)")
+    hull.add_argument(
+        "--include-unconverged",
+        action="store_true",
+        help="also list relaxations that hit the step limit (converged=False, never stable)",
+    )
 
     report = sub.add_parser("report", help="write an HTML report with hull plots")
     report.add_argument("--store", "-s", required=True, help="folder of the results store")
@@ -228,11 +243,17 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not responses or hull_job.uuid not in responses:
         raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
     labels = {get_label(i) for i in items}
-    _print_summary(store, console, labels=labels, potential=potential_name)
+    unconverged = _print_summary(store, console, labels=labels, potential=potential_name)
     if args.phonons:
         _print_phonons(store, console, labels=labels, potential=potential_name)
     if args.conductivity:
         _print_conductivity(store, console, labels=labels, potential=potential_name)
+    if unconverged:
+        console.print(
+            f"[yellow]{unconverged} relaxation(s) did not converge within --max-steps "
+            f"{args.max_steps}[/]: not stable nor candidates (exit status {EXIT_UNCONVERGED})"
+        )
+        return EXIT_UNCONVERGED
     return 0
 
 
@@ -311,30 +332,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(store, console, labels: set[str], potential: str) -> None:
-    """Summary of this screen only (the store may hold other screens and potentials)."""
+def _print_summary(store, console, labels: set[str], potential: str) -> int:
+    """Summary of this screen only (the store may hold other screens and potentials); returns
+    how many relaxations did not converge."""
     from rich.table import Table
 
     from esen_flows.analysis.query import hull_table
 
-    table = hull_table(store, potential=potential)
+    table = hull_table(store, potential=potential, include_unconverged=True)
     table = table[table.label.isin(labels)]
-    ok = table[table.status == "ok"]
+    done = table[table.status == "ok"]
+    unconverged = done[done.converged == False]  # noqa: E712 - a column of bools and None
+    ok = done[done.converged != False]  # noqa: E712
     failed = table[table.status != "ok"]
     summary = Table(title="screen summary")
-    for col in ("structures", "ok", "failed", "stable", "candidates"):
+    for col in ("structures", "ok", "unconverged", "failed", "stable", "candidates"):
         summary.add_column(col, justify="right")
     summary.add_row(
         str(len(table)),
         str(len(ok)),
+        str(len(unconverged)),
         str(len(failed)),
         str(int(ok.stable.sum())),
         str(int(ok.candidate.sum())),
     )
     console.print(summary)
     _print_table(ok.head(20), console, title="lowest energies above hull (eV/atom)")
+    for _, row in unconverged.iterrows():
+        console.print(f"[yellow]unconverged[/] {row.reason}")
     for _, row in failed.iterrows():
         console.print(f"[red]failed[/] {row.label}: {row.reason}")
+    return len(unconverged)
 
 
 def _print_table(frame, console, title: str, cols: list[str] | None = None) -> None:
@@ -349,6 +377,8 @@ def _print_table(frame, console, title: str, cols: list[str] | None = None) -> N
         "e_above_hull",
         "stable",
         "candidate",
+        "converged",
+        "n_steps",
     ]
     for col in cols:
         table.add_column(col, justify="left" if col in ("label", "formula") else "right")
@@ -375,7 +405,12 @@ def cmd_hull(args: argparse.Namespace) -> int:
 
     from esen_flows.analysis.query import hull_table
 
-    table = hull_table(_open_store(args.store), chemsys=args.chemsys, potential=args.potential)
+    table = hull_table(
+        _open_store(args.store),
+        chemsys=args.chemsys,
+        potential=args.potential,
+        include_unconverged=args.include_unconverged,
+    )
     if args.json:
         rows = [
             {k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")

@@ -133,8 +133,10 @@ class StabilityDocument(ResultDocument):
     candidate: bool | None = Field(None, description="Within e_hull_max of the hull.")
     converged: bool | None = Field(
         None,
-        description="Whether the relaxation converged (unconverged ones do not shape the hull).",
+        description="Whether the relaxation converged; an unconverged one does not shape the "
+        "hull and is never stable nor a candidate.",
     )
+    n_steps: int | None = Field(None, description="Optimiser steps of the relaxation.")
     e_hull_max: float | None = Field(None, description="Threshold for candidate, eV/atom.")
     decomposition: dict[str, float] | None = Field(
         None, description="Hull phases (formula/label: fraction) the structure decomposes into."

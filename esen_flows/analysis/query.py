@@ -21,6 +21,8 @@ HULL_COLUMNS = [
     "e_above_hull",
     "stable",
     "candidate",
+    "converged",
+    "n_steps",
     "status",
     "reason",
 ]
@@ -63,6 +65,7 @@ def hull_table(
     chemsys: str | None = None,
     include_failed: bool = True,
     potential: str | None = None,
+    include_unconverged: bool = False,
 ) -> pd.DataFrame:
     """The stability of every screened structure as a DataFrame, sorted by e_above_hull.
 
@@ -77,12 +80,16 @@ def hull_table(
     potential
         Only documents computed with this potential (by default the newest of each label,
         whatever the potential).
+    include_unconverged
+        Keep the rows of relaxations that stopped at the step limit (``converged=False``,
+        never ``stable`` nor ``candidate``, the reason says so); left out by default.
 
     Returns
     -------
     DataFrame
         Columns ``label, formula, chemsys, energy_per_atom, e_form, e_above_hull`` (eV/atom),
-        ``stable, candidate`` (bool), ``status, reason``; the newest document per label.
+        ``stable, candidate, converged`` (bool), ``n_steps``, ``status, reason``; the newest
+        document per label.
     """
     if chemsys is not None:
         chemsys = normalise_chemsys(chemsys)
@@ -93,6 +100,8 @@ def hull_table(
         if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
             continue
         if d.status != "ok" and not include_failed:
+            continue
+        if d.status == "ok" and d.converged is False and not include_unconverged:
             continue
         rows.append({c: getattr(d, c) for c in HULL_COLUMNS})
     table = pd.DataFrame(rows, columns=HULL_COLUMNS)

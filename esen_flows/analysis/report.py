@@ -79,10 +79,12 @@ def _within(doc: ResultDocument, elements: frozenset[str]) -> bool:
 
 
 def _plottable(doc: ResultDocument) -> bool:
-    """A successful stability document with a relaxed structure and an energy."""
+    """A successful stability document of a converged relaxation, with a relaxed structure and
+    an energy (an unconverged one is left off the hull plots)."""
     return (
         isinstance(doc, StabilityDocument)
         and doc.status == "ok"
+        and doc.converged is not False
         and doc.structure is not None
         and doc.energy_per_atom is not None
         and bool(doc.chemsys)
@@ -308,12 +310,14 @@ def summarise(docs: Sequence[StabilityDocument]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``structures``, ``ok``, ``failed``, ``stable``, ``candidates`` (int), ``potentials``
+        ``structures``, ``ok``, ``unconverged`` (relaxed but stopped at the step limit: never
+        stable nor candidates), ``failed``, ``stable``, ``candidates`` (int), ``potentials``
         (sorted names) and ``e_hull_max`` (sorted thresholds, eV/atom).
     """
     return {
         "structures": len(docs),
-        "ok": sum(d.status == "ok" for d in docs),
+        "ok": sum(d.status == "ok" and d.converged is not False for d in docs),
+        "unconverged": sum(d.status == "ok" and d.converged is False for d in docs),
         "failed": sum(d.status != "ok" for d in docs),
         "stable": sum(bool(d.stable) for d in docs),
         "candidates": sum(bool(d.candidate) for d in docs),
@@ -326,6 +330,7 @@ def _summary_html(summary: Mapping[str, Any]) -> str:
     rows = [
         ("Structures", summary["structures"]),
         ("OK", summary["ok"]),
+        ("Unconverged (step limit; no verdict)", summary["unconverged"]),
         ("Failed", summary["failed"]),
         ("Stable (on the hull)", summary["stable"]),
         ("Candidates (within e_hull_max)", summary["candidates"]),
@@ -503,7 +508,7 @@ def write_report(
     scope = f"<p>Chemical system: {html.escape(chemsys)}</p>" if chemsys else ""
     sections = [
         _summary_html(summarise(docs)),
-        _table_html(hull_table(store, chemsys)),
+        _table_html(hull_table(store, chemsys, include_unconverged=True)),
         _metrics_html(metrics) if metrics is not None else "",
         _plots_html(docs),
         _phonons_html(store, chemsys),

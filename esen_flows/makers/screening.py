@@ -195,6 +195,7 @@ class ScreeningMaker(Maker):
         for name in ("batch_size", "phonon_batch_size", "conductivity_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.relax_maker.settings()  # fmax <= 0 or max_steps < 1: ValueError now
         items: list[Structure | UnreadableInput] = load_structures(structures)
         if not items:
             raise ValueError("nothing to screen: no structure was given")

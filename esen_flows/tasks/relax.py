@@ -55,6 +55,9 @@ class RelaxSettings:
     relax_cell: bool = True
     min_distance: float = 0.5
 
+    def __post_init__(self) -> None:
+        check_relax_settings(self.fmax, self.max_steps, self.task)
+
     def as_dict(self) -> dict[str, Any]:
         """The settings that matter for this task (a static run has no optimiser settings)."""
         if self.task == "static":
@@ -66,6 +69,24 @@ class RelaxSettings:
             "relax_cell": self.relax_cell,
             "min_distance": self.min_distance,
         }
+
+
+def check_relax_settings(fmax: float, max_steps: int, task: str = "relax") -> None:
+    """Raise ``ValueError`` for settings under which no relaxation can converge.
+
+    ``fmax`` must be a finite number above 0 (eV/A) and ``max_steps`` an integer of at least 1;
+    ``task`` is ``"relax"`` or ``"static"`` (a static evaluation has no optimiser settings).
+    """
+    if task not in ("relax", "static"):
+        raise ValueError(f"task must be 'relax' or 'static', got {task!r}")
+    if task == "static":
+        return
+    if isinstance(fmax, bool) or not isinstance(fmax, int | float) or not math.isfinite(fmax):
+        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
+    if fmax <= 0:
+        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer of at least 1, got {max_steps!r}")
 
 
 def precision(potential: Potential) -> str | None:
