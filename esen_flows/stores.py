@@ -176,6 +176,24 @@ def find_documents(
     return out
 
 
+def read_rows(
+    store: JobStore, criteria: dict[str, Any], fields: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Only ``fields`` of the result documents matching ``criteria``, as plain dicts (nothing
+    decoded into objects), one per (kind, key, label): the newest."""
+    results = _connected(results_store(store))
+    # montydb's projection costs more than decoding whole documents: project only elsewhere
+    props = None if isinstance(results, MontyStore) else sorted({*fields, *UNIQUE, "created_at"})
+    seen: set[tuple] = set()
+    out = []
+    for row in results.query(criteria=criteria, properties=props, sort={"created_at": -1}):
+        unique = tuple(row.get(k) for k in UNIQUE)
+        if unique not in seen:
+            seen.add(unique)
+            out.append({f: row.get(f) for f in fields})
+    return out
+
+
 class _KeyIndex:
     """Which (kind, key) pairs an embedded results store holds: a SQLite table with a primary
     key next to the montydb collection, which has no indexes.

@@ -22,16 +22,14 @@ from jobflow import JobStore
 from matplotlib.figure import Figure
 from pymatgen.analysis.phase_diagram import PDEntry, PDPlotter, PhaseDiagram
 from pymatgen.core import Composition
-from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from esen_flows.analysis.query import (
     hull_table,
     latest_documents,
-    latest_per_label,
     phonon_documents,
     phonon_frame,
-    query,
 )
+from esen_flows.analysis.store_hull import store_stability
 from esen_flows.schemas import ResultDocument, StabilityDocument
 from esen_flows.stores import open_store
 
@@ -79,13 +77,13 @@ def _within(doc: ResultDocument, elements: frozenset[str]) -> bool:
 
 
 def _plottable(doc: ResultDocument) -> bool:
-    """A successful stability document of a converged relaxation, with a relaxed structure and
-    an energy (an unconverged one is left off the hull plots)."""
+    """A successful stability document of a converged relaxation, with a formula and an energy
+    (an unconverged one is left off the hull plots)."""
     return (
         isinstance(doc, StabilityDocument)
         and doc.status == "ok"
         and doc.converged is not False
-        and doc.structure is not None
+        and bool(doc.formula)
         and doc.energy_per_atom is not None
         and bool(doc.chemsys)
     )
@@ -94,7 +92,8 @@ def _plottable(doc: ResultDocument) -> bool:
 def stability_documents(
     store: JobStore | str | Path, chemsys: str | None = None
 ) -> list[StabilityDocument]:
-    """The newest stability document of each label, optionally within a chemical system.
+    """The stability of every structure of a store against the store's whole hull (computed
+    now, ``store_stability``), optionally within a chemical system.
 
     Parameters
     ----------
@@ -109,9 +108,7 @@ def stability_documents(
     list of StabilityDocument
         Newest first, ok and failed alike.
     """
-    docs = [
-        d for d in latest_per_label(query(store, "stability")) if isinstance(d, StabilityDocument)
-    ]
+    docs = store_stability(store)
     if chemsys is not None:
         elements = _elements(chemsys)
         docs = [d for d in docs if _within(d, elements)]
@@ -171,8 +168,8 @@ def hull_entries(docs: Iterable[StabilityDocument], chemsys: str) -> list[PDEntr
     Returns
     -------
     list of PDEntry
-        One ``ComputedStructureEntry`` per structure (relaxed structure, total energy in eV =
-        ``energy_per_atom * len(structure)``, ``entry_id`` = label), then one ``PDEntry`` per
+        One ``PDEntry`` per structure (its reduced formula at ``energy_per_atom``, eV/atom;
+        ``name`` = label), then one ``PDEntry`` per
         element at the reference energy (eV/atom) the documents record, the lowest if they
         disagree.
 
@@ -192,10 +189,10 @@ def hull_entries(docs: Iterable[StabilityDocument], chemsys: str) -> list[PDEntr
             f"{chemsys}: documents of several potentials ({', '.join(potentials)}); "
             "pass one potential's documents"
         )
-    entries: list[PDEntry] = [
-        ComputedStructureEntry(d.structure, d.energy_per_atom * len(d.structure), entry_id=d.label)
-        for d in members
-    ]
+    entries: list[PDEntry] = []
+    for d in members:
+        comp = Composition(d.formula)
+        entries.append(PDEntry(comp, d.energy_per_atom * comp.num_atoms, name=d.label))
     refs: dict[str, float] = {}
     for d in members:
         for el, e in (d.references or {}).items():
@@ -211,7 +208,7 @@ def hull_entries(docs: Iterable[StabilityDocument], chemsys: str) -> list[PDEntr
 def plot_hull(docs: Sequence[StabilityDocument], chemsys: str) -> Figure:
     """The convex hull of one binary or ternary system, drawn by pymatgen's ``PDPlotter``.
 
-    The hull is rebuilt from the documents' relaxed structures and elemental reference
+    The hull is rebuilt from the documents' energies and elemental reference
     energies only; competing phases given to the screen as ``reference_entries`` are not in
     the documents and so are not drawn. Pass one document per label (``latest_per_label``).
 

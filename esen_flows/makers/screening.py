@@ -10,11 +10,18 @@ from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
 from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
+from esen_flows.analysis.store_hull import HullSet, hull_set_id, load_hull_sets, place, row_of
 from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures, with_label
 from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
-from esen_flows.schemas import PhononDocument, RelaxationDocument, StabilityDocument
+from esen_flows.schemas import (
+    PhononDocument,
+    ReferenceDocument,
+    RelaxationDocument,
+    StabilityDocument,
+    hash_key,
+)
 from esen_flows.stores import data_store, find_documents, save_documents
 
 Relaxed = RelaxationDocument | dict[str, str]
@@ -72,12 +79,60 @@ def stability_job(
     screened = [d for batch in relaxations for d in batch]
     every = relaxation_documents(screened + list(references or []), store)  # one store read
     docs, refs = every[: len(screened)], every[len(screened) :]
-    entries = list(reference_entries or [])
-    entries += [entry_from_document(d) for d in refs if d.status == "ok"]
-    stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
+    if store is None or not compete:  # this screen's own hull
+        entries = list(reference_entries or [])
+        entries += [entry_from_document(d) for d in refs if d.status == "ok"]
+        stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
+    else:  # the hull of everything the store holds for this potential and settings
+        stability = store_wide_stability(store, docs, reference_entries or [], e_hull_max)
     if store is not None:
         save_documents(store, stability)
     return stability
+
+
+def store_wide_stability(
+    store: JobStore,
+    docs: list[RelaxationDocument],
+    reference_entries: list[ComputedEntry],
+    e_hull_max: float,
+) -> list[StabilityDocument]:
+    """Place ``docs`` on the hull of every finished, converged relaxation in ``store`` with
+    their potential checksum and settings (their hull set), the given ``reference_entries``
+    saved into that set first. Each document's ``settings["hull_set"]`` names the set and
+    ``settings["hull"]`` hashes the entries it held."""
+    if reference_entries and docs:
+        save_documents(store, reference_documents(reference_entries, docs[0]))
+    sets = load_hull_sets(store, potential=docs[0].potential if docs else None)
+    out = []
+    for d in docs:
+        sid = hull_set_id(d.checksum, d.settings)
+        (s,) = place(sets.get(sid) or HullSet(sid), [row_of(d)], e_hull_max, details=True)
+        out.append(s.model_copy(update={"structure": d.structure}))
+    return out
+
+
+def reference_documents(
+    entries: list[ComputedEntry], like: RelaxationDocument
+) -> list[ReferenceDocument]:
+    """The given competing phases as documents of ``like``'s potential and settings."""
+    out = []
+    for i, e in enumerate(entries):
+        comp = e.composition
+        label = f"{comp.reduced_formula}-{e.entry_id or i}"
+        out.append(
+            ReferenceDocument(
+                label=label,
+                key=hash_key(e.as_dict(), like.checksum, like.settings),
+                potential=like.potential,
+                checksum=like.checksum,
+                settings=like.settings,
+                formula=comp.reduced_formula,
+                chemsys=comp.chemical_system,
+                energy_per_atom=e.energy_per_atom,
+                entry=e.as_dict(),
+            )
+        )
+    return out
 
 
 def _batched(maker: Maker, structures: list[Structure], size: int, what: str) -> Response:
