@@ -142,6 +142,7 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
         potential=args.potential,
         batch_size=args.batch_size,
         relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps),
+        deduplicate=False,  # the strained, rattled copies are meant as distinct structures
     )
     flow = maker.make(structures)
     store = default_store(args.store)
