@@ -10,6 +10,7 @@ unique within a screen.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,21 @@ class UnreadableInput(MSONable):
 
 
 StructureInput = Structure | Atoms | str | Path
+
+
+def safe_text(text: str) -> str:
+    """``text`` as UTF-8 can store it: the undecodable bytes of a file name (which Python
+    holds as surrogate escapes) written as ``\\xNN``; any other text unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def get_label(obj: Structure | Atoms | UnreadableInput) -> str | None:
@@ -122,17 +138,24 @@ def read_file(path: str | Path) -> list[Structure]:
         else:
             frames = [Structure.from_file(path)]
     except Exception as exc:  # any parser error is a bad input, not a crash
-        raise ValueError(f"{path}: cannot read structure ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(
+            safe_text(f"{path}: cannot read structure ({type(exc).__name__}: {exc})")
+        ) from exc
     if not frames:
-        raise ValueError(f"{path}: file holds no structure")
+        raise ValueError(safe_text(f"{path}: file holds no structure"))
     out = []
     multi = len(frames) > 1
+    stem = safe_text(path.stem)
     for i, frame in enumerate(frames):
         structure = to_structure(frame)
         label = get_label(frame)
         if label is None:
-            label = f"{path.stem}-{i}" if multi else path.stem
-        out.append(with_label(structure, label))
+            label = f"{stem}-{i}" if multi else stem
+        structure = with_label(structure, safe_text(label))
+        if safe_text(str(path)) != str(path):  # keep the name's exact bytes, as hex
+            structure.properties["source_file"] = safe_text(str(path))
+            structure.properties["source_file_hex"] = os.fsencode(path).hex()
+        out.append(structure)
     return out
 
 
@@ -184,11 +207,17 @@ def load_structures(
                 try:
                     out.extend(read_file(path))
                 except ValueError as exc:
-                    out.append(UnreadableInput(label=path.stem, source=str(path), reason=str(exc)))
+                    out.append(
+                        UnreadableInput(
+                            label=safe_text(path.stem),
+                            source=safe_text(str(path)),
+                            reason=safe_text(str(exc)),
+                        )
+                    )
         elif isinstance(item, Structure | Atoms):
             structure = to_structure(item)
             label = get_label(item) or f"{structure.composition.reduced_formula}-{i}"
-            out.append(with_label(structure, label))
+            out.append(with_label(structure, safe_text(label)))
         else:
             raise TypeError(
                 f"input {i}: expected a Structure, Atoms or a path, got {type(item).__name__}"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
 from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
-from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
+from esen_flows.io import UnreadableInput, get_label, safe_text, to_atoms, to_structure
 from esen_flows.potentials import (
     Potential,
     UnsupportedElementError,
@@ -34,6 +34,7 @@ from esen_flows.schemas import (
     EV_A3_TO_GPA,
     ConservationDocument,
     RelaxationDocument,
+    ResultDocument,
     hash_key,
     make_key,
 )
@@ -223,7 +224,8 @@ def run_relaxations(
             else:
                 todo.append(i)
     if store is not None and new_docs:
-        save_documents(store, new_docs)
+        for doc in save_each(store, new_docs):
+            docs[docs.index(doc)] = _unstorable(doc, store)
 
     if todo:
         bar = tqdm(total=len(todo), desc=desc, unit="structure", disable=None, leave=False)
@@ -231,8 +233,8 @@ def run_relaxations(
         def persist(result: RelaxResult) -> None:
             i = todo[result.index]
             docs[i] = _document(items[i], keys[i], potential, sdict, result)
-            if store is not None:
-                save_documents(store, [docs[i]])
+            if store is not None and save_each(store, [docs[i]]):
+                docs[i] = _unstorable(docs[i], store)
 
         try:
             atoms = [to_atoms(items[i]) for i in todo]
@@ -251,6 +253,44 @@ def run_relaxations(
         finally:
             bar.close()
     return [d for d in docs if d is not None]
+
+
+def save_each(store: JobStore, docs: list[ResultDocument]) -> list[ResultDocument]:
+    """Save ``docs`` at once, else one by one; returns those that could not be stored (one
+    unstorable document fails alone, the others are kept)."""
+    try:
+        save_documents(store, docs)
+        return []
+    except Exception:
+        if len(docs) == 1:
+            return list(docs)
+    return [d for d in docs if save_each(store, [d])]
+
+
+def _unstorable(doc: RelaxationDocument, store: JobStore) -> RelaxationDocument:
+    """A failed document in place of one the store refused (a field it cannot encode): label
+    and reason in plain text, no structures; saved when the store takes it."""
+    try:
+        doc.to_store()
+        why = "the results store refused it"
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    label = safe_text(doc.label)
+    failed = RelaxationDocument(
+        label=label,
+        key=doc.key,
+        potential=doc.potential,
+        checksum=doc.checksum,
+        settings=doc.settings,
+        formula=doc.formula,
+        chemsys=doc.chemsys,
+        n_sites=doc.n_sites,
+        status="failed",
+        relax_status="failed",
+        reason=safe_text(f"{label}: result cannot be stored ({why})"),
+    )
+    save_each(store, [failed])
+    return failed
 
 
 def _problem(structure: Structure, potential: Potential, settings: RelaxSettings) -> str | None:
