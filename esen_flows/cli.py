@@ -16,6 +16,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from esen_flows.cli_output import (
+    _json_value,
+    _print_conductivity,
+    _print_phonons,
+    _print_summary,
+    _print_table,
+)
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNCONVERGED = 3
@@ -159,12 +167,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(path: str):
-    from esen_flows.stores import default_store
+def _check_store_path(path: str) -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise CLIError(f"--store {path}: is a file, not a store folder")
 
+
+def _open_store(path: str):
+    from esen_flows.stores import RESULTS, default_store
+
+    _check_store_path(path)
     if not Path(path).is_dir():
         raise CLIError(f"store {path!r} does not exist (run 'esen-flows screen' first)")
+    results = Path(path) / "esen_flows" / f"{RESULTS}.collection"
+    if not results.is_file():
+        raise CLIError(
+            f"store {path}: no results collection ({results}): nothing was screened into it, "
+            "or the file was deleted",
+            EXIT_FAILED,
+        )
     return default_store(path)
+
+
+def _check_device(device: str | None) -> None:
+    """A bad ``--device`` is a usage error (exit 2), not a traceback inside a job."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"--device {device!r}: not a torch device ({first})") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device!r}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device {device!r}: esen-flows runs on 'cpu' or 'cuda'")
 
 
 def _read_references(path: str | None):
@@ -196,7 +236,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.stores import default_store
 
-    console = Console(stderr=True)
+    console = Console(stderr=True)  # progress and warnings
+    results = Console()  # the results: stdout
+    _check_store_path(args.store)
+    _check_device(args.device)
     try:
         items = load_structures([Path(f) for f in args.files])
     except FileNotFoundError as exc:
@@ -227,7 +270,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
             device=args.device, **({"mesh": [args.kappa_mesh] * 3} if args.kappa_mesh else {})
         ),
     )
-    flow = maker.make(items)
+    try:
+        flow = maker.make(items)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     store = default_store(args.store)
     console.print(
         f"screening {len(items)} structures with {args.potential!r}: {len(flow.jobs)} jobs, "
@@ -243,11 +289,11 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not responses or hull_job.uuid not in responses:
         raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
     labels = {get_label(i) for i in items}
-    unconverged = _print_summary(store, console, labels=labels, potential=potential_name)
+    unconverged = _print_summary(store, results, labels=labels, potential=potential_name)
     if args.phonons:
-        _print_phonons(store, console, labels=labels, potential=potential_name)
+        _print_phonons(store, results, labels=labels, potential=potential_name)
     if args.conductivity:
-        _print_conductivity(store, console, labels=labels, potential=potential_name)
+        _print_conductivity(store, results, labels=labels, potential=potential_name)
     if unconverged:
         console.print(
             f"[yellow]{unconverged} relaxation(s) did not converge within --max-steps "
@@ -255,45 +301,6 @@ def cmd_screen(args: argparse.Namespace) -> int:
         )
         return EXIT_UNCONVERGED
     return 0
-
-
-def _print_conductivity(store, console, labels: set[str], potential: str) -> None:
-    """Lattice thermal conductivity of this screen's structures at 300 K."""
-    from esen_flows.analysis.query import conductivity_table
-
-    cols = ["label", "formula", "dynamically_stable", "kappa", "kappa_coherence", "mesh"]
-    _print_screened(
-        conductivity_table(store, potential=potential),
-        console,
-        labels,
-        "lattice thermal conductivity at 300 K (W/(m K))",
-        cols,
-        "no structure went on to the conductivity",
-    )
-
-
-def _print_phonons(store, console, labels: set[str], potential: str) -> None:
-    """Dynamic stability of this screen's candidates."""
-    from esen_flows.analysis.query import phonon_table
-
-    cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
-    _print_screened(
-        phonon_table(store, potential=potential),
-        console,
-        labels,
-        "phonons (THz)",
-        cols,
-        "no candidate within --e-hull-max went on to phonons",
-    )
-
-
-def _print_screened(table, console, labels: set[str], title: str, cols, empty: str) -> None:
-    """The rows of ``table`` for this screen's ``labels`` (the store may hold others)."""
-    table = table[table.label.isin(labels)]
-    if table.empty:
-        console.print(empty)
-    else:
-        _print_table(table, console, title, cols=cols)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -332,73 +339,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(store, console, labels: set[str], potential: str) -> int:
-    """Summary of this screen only (the store may hold other screens and potentials); returns
-    how many relaxations did not converge."""
-    from rich.table import Table
-
-    from esen_flows.analysis.query import hull_table
-
-    table = hull_table(store, potential=potential, include_unconverged=True)
-    table = table[table.label.isin(labels)]
-    done = table[table.status == "ok"]
-    unconverged = done[done.converged == False]  # noqa: E712 - a column of bools and None
-    ok = done[done.converged != False]  # noqa: E712
-    failed = table[table.status != "ok"]
-    summary = Table(title="screen summary")
-    for col in ("structures", "ok", "unconverged", "failed", "stable", "candidates"):
-        summary.add_column(col, justify="right")
-    summary.add_row(
-        str(len(table)),
-        str(len(ok)),
-        str(len(unconverged)),
-        str(len(failed)),
-        str(int(ok.stable.sum())),
-        str(int(ok.candidate.sum())),
-    )
-    console.print(summary)
-    _print_table(ok.head(20), console, title="lowest energies above hull (eV/atom)")
-    for _, row in unconverged.iterrows():
-        console.print(f"[yellow]unconverged[/] {row.reason}")
-    for _, row in failed.iterrows():
-        console.print(f"[red]failed[/] {row.label}: {row.reason}")
-    return len(unconverged)
-
-
-def _print_table(frame, console, title: str, cols: list[str] | None = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    cols = cols or [
-        "label",
-        "formula",
-        "energy_per_atom",
-        "e_form",
-        "e_above_hull",
-        "stable",
-        "candidate",
-        "converged",
-        "n_steps",
-    ]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("label", "formula") else "right")
-    for _, row in frame.iterrows():
-        cells = []
-        for col in cols:
-            value = row[col]
-            cells.append(f"{value:.4f}" if isinstance(value, float) else str(value))
-        table.add_row(*cells)
-    console.print(table)
-
-
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    return value
-
-
 def cmd_hull(args: argparse.Namespace) -> int:
     """Print the hull table (or JSON) of a store."""
     from rich.console import Console
@@ -425,6 +365,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a store."""
     from esen_flows.analysis.report import write_report
 
+    if Path(args.out).is_dir():
+        raise CLIError(f"--out {args.out}: is a folder; give a file, e.g. {args.out}/report.html")
     out = write_report(_open_store(args.store), args.out, chemsys=args.chemsys)
     print(f"report written to {out}")
     return 0
@@ -506,11 +448,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``esen-flows`` console script."""
     args = build_parser().parse_args(argv)
     logging.getLogger("jobflow").setLevel(logging.WARNING)
+    from esen_flows.stores import StoreError
+
     try:
         return COMMANDS[args.command](args)
     except CLIError as exc:
         print(f"esen-flows {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
+    except StoreError as exc:
+        print(f"esen-flows {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

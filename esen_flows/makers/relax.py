@@ -84,9 +84,11 @@ class BatchRelaxMaker(Maker):
         Raises
         ------
         ValueError
-            For ``fmax <= 0`` or ``max_steps < 1`` (no relaxation could converge).
+            For ``fmax <= 0`` or ``max_steps < 1`` (no relaxation could converge), or a potential
+        ``get_potential`` cannot build (``PotentialError``).
         """
         self.settings()  # bad settings fail here, not inside the job
+        get_potential(self.potential, device=self.device, dtype=self.dtype)  # unknown: now
         return _batch_job(self, load_structures(structures), "relax", single=False)
 
 

@@ -24,6 +24,7 @@ from esen_flows.io import StructureInput, UnreadableInput, get_label, load_struc
 from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
+from esen_flows.potentials import get_potential
 from esen_flows.schemas import (
     PhononDocument,
     ReferenceDocument,
@@ -309,6 +310,8 @@ class ScreeningMaker(Maker):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         self.relax_maker.settings()  # fmax <= 0 or max_steps < 1: ValueError now
+        # an unknown potential fails here, as on the command line, not as a flow doing nothing
+        get_potential(self.potential, device=self.relax_maker.device, dtype=self.relax_maker.dtype)
         items: list[Structure | UnreadableInput] = load_structures(structures)
         if not items:
             raise ValueError("nothing to screen: no structure was given")
