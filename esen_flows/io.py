@@ -1,6 +1,6 @@
 """Structure input: pymatgen ``Structure``, ASE ``Atoms`` and files, with labels.
 
-Label rules (DESIGN.md contracts): the ``label`` in an extxyz frame's info, else the file
+Label rules: the ``label`` in an extxyz frame's info, else the file
 stem, with ``-N`` appended for the N-th frame (0-based) of a multi-frame file. A ``Structure``
 carries its label in ``structure.properties["label"]`` and ``Atoms`` in ``atoms.info["label"]``.
 Unlabelled in-memory structures get ``<reduced formula>-<index in the input>``. Labels must be
