@@ -21,6 +21,11 @@ Usage::
 
 Prints a table and, as its last line, a JSON object: per potential the cost per structure at
 each size and the ratio of the largest size's cost per structure to the smallest's.
+
+``--hull-only N`` instead times the store-wide hull alone: N relaxation documents (real
+Cu-Au-Ag-Pd candidates with their structures, energies drawn around the elemental means) are
+written to a fresh store, then ``hull_table`` computes their hull from the store (the read
+included), as ``esen-flows hull`` does.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pymatgen.core import Lattice, Structure
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
@@ -136,6 +142,7 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
         potential=args.potential,
         batch_size=args.batch_size,
         relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps),
+        deduplicate=False,  # the strained, rattled copies are meant as distinct structures
     )
     flow = maker.make(structures)
     store = default_store(args.store)
@@ -161,6 +168,59 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
         "mean_steps": float(np.mean(steps)) if steps else 0.0,
         # Linux: kilobytes
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def time_hull(n: int, workdir: Path, seed: int = 0) -> dict[str, Any]:
+    """Write ``n`` relaxation documents to a fresh store, then time ``hull_table`` on it."""
+    from generate_candidates import generate_candidates
+
+    from esen_flows.analysis import hull_table
+    from esen_flows.schemas import RelaxationDocument
+    from esen_flows.stores import default_store, save_documents
+
+    rng = np.random.default_rng(seed)
+    base = generate_candidates(max_candidates=min(n, 100))
+    mean = {"Cu": -0.01, "Au": 0.0, "Ag": 0.0, "Pd": -0.02}
+    docs = []
+    for el in mean:  # the elements, so every system has its references
+        base.append(Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.0), [el], [[0, 0, 0]]))
+    for i in range(n):
+        s = base[i % len(base)] if i >= 4 else base[len(base) - 4 + i]
+        comp = s.composition
+        e = sum(comp.get_atomic_fraction(el) * mean[el.symbol] for el in comp)
+        e += 0.0 if i < 4 else float(rng.uniform(-0.05, 0.1))
+        docs.append(
+            RelaxationDocument(
+                label=f"s{i:05d}",
+                key=f"k{i:05d}",
+                potential="emt",
+                checksum="c",
+                settings={"task": "relax", "fmax": 0.05},
+                formula=comp.reduced_formula,
+                chemsys=comp.chemical_system,
+                n_sites=len(s),
+                input_structure=s,
+                structure=s,
+                energy=e * len(s),
+                energy_per_atom=e,
+                converged=True,
+                n_steps=10,
+            )
+        )
+    store = default_store(workdir / f"hull-{n}")
+    start = time.perf_counter()
+    save_documents(store, docs)
+    write = time.perf_counter() - start
+    start = time.perf_counter()
+    table = hull_table(store)
+    hull = time.perf_counter() - start
+    return {
+        "n": n,
+        "write_s": round(write, 2),
+        "hull_s": round(hull, 2),
+        "rows": len(table),
+        "stable": int(table.stable.sum()),
     }
 
 
@@ -297,8 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
     ap.add_argument("--base-file", help=argparse.SUPPRESS)
+    ap.add_argument("--hull-only", type=int, metavar="N", help="time the hull of N documents")
     args = ap.parse_args(argv)
 
+    if args.hull_only:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            print(json.dumps(time_hull(args.hull_only, Path(tmp), args.seed)))
+        return 0
     if args.worker:
         print("RESULT_JSON " + json.dumps(run_screen(args)), flush=True)
         return 0

@@ -1,7 +1,9 @@
 """The ``esen-flows`` command line: screen, hull, report, train, evaluate and convert.
 
 Exit codes: 0 success; 1 the work could not be done (no readable structure, a job crashed);
-2 bad arguments (missing file or store, bad values). Errors print one line on stderr.
+2 bad arguments (missing file or store, bad values); 3 (``screen``) the screen finished but some
+relaxations did not converge (the summary counts them; they are not stable nor candidates).
+Errors print one line on stderr.
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esen_flows import cli_convert
+from esen_flows.cli_output import (
+    _json_value,
+    _print_conductivity,
+    _print_phonons,
+    _print_summary,
+    _print_table,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNCONVERGED = 3
 
 
 class CLIError(Exception):
@@ -39,6 +49,13 @@ def _nonnegative_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -68,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument(
         "--fmax",
-        type=_nonnegative_float,
+        type=_positive_float,
         default=0.05,
-        help="force convergence, eV/A (default: 0.05)",
+        help="force convergence, eV/A, above 0 (default: 0.05)",
     )
     screen.add_argument(
         "--max-steps",
@@ -109,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     hull.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
     hull.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     hull.add_argument("--potential", help="only results of this potential (its name)")
+    hull.add_argument(
+        "--include-unconverged",
+        action="store_true",
+        help="also list relaxations that hit the step limit (converged=False, never stable)",
+    )
 
     report = sub.add_parser("report", help="write an HTML report with hull plots")
     report.add_argument("--store", "-s", required=True, help="folder of the results store")
@@ -147,12 +169,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_store(path: str):
-    from esen_flows.stores import default_store
+def _check_store_path(path: str) -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise CLIError(f"--store {path}: is a file, not a store folder")
 
+
+def _open_store(path: str):
+    from esen_flows.stores import RESULTS, default_store
+
+    _check_store_path(path)
     if not Path(path).is_dir():
         raise CLIError(f"store {path!r} does not exist (run 'esen-flows screen' first)")
+    results = Path(path) / "esen_flows" / f"{RESULTS}.collection"
+    if not results.is_file():
+        raise CLIError(
+            f"store {path}: no results collection ({results}): nothing was screened into it, "
+            "or the file was deleted",
+            EXIT_FAILED,
+        )
     return default_store(path)
+
+
+def _check_device(device: str | None) -> None:
+    """A bad ``--device`` is a usage error (exit 2), not a traceback inside a job."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"--device {device!r}: not a torch device ({first})") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device!r}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device {device!r}: esen-flows runs on 'cpu' or 'cuda'")
 
 
 def _read_references(path: str | None):
@@ -184,7 +238,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from esen_flows.potentials import PotentialError, get_potential
     from esen_flows.stores import default_store
 
-    console = Console(stderr=True)
+    console = Console(stderr=True)  # progress and warnings
+    results = Console()  # the results: stdout
+    _check_store_path(args.store)
+    _check_device(args.device)
     try:
         items = load_structures([Path(f) for f in args.files])
     except FileNotFoundError as exc:
@@ -215,7 +272,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
             device=args.device, **({"mesh": [args.kappa_mesh] * 3} if args.kappa_mesh else {})
         ),
     )
-    flow = maker.make(items)
+    try:
+        flow = maker.make(items)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     store = default_store(args.store)
     console.print(
         f"screening {len(items)} structures with {args.potential!r}: {len(flow.jobs)} jobs, "
@@ -231,51 +291,18 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not responses or hull_job.uuid not in responses:
         raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
     labels = {get_label(i) for i in items}
-    _print_summary(store, console, labels=labels, potential=potential_name)
+    unconverged = _print_summary(store, results, labels=labels, potential=potential_name)
     if args.phonons:
-        _print_phonons(store, console, labels=labels, potential=potential_name)
+        _print_phonons(store, results, labels=labels, potential=potential_name)
     if args.conductivity:
-        _print_conductivity(store, console, labels=labels, potential=potential_name)
+        _print_conductivity(store, results, labels=labels, potential=potential_name)
+    if unconverged:
+        console.print(
+            f"[yellow]{unconverged} relaxation(s) did not converge within --max-steps "
+            f"{args.max_steps}[/]: not stable nor candidates (exit status {EXIT_UNCONVERGED})"
+        )
+        return EXIT_UNCONVERGED
     return 0
-
-
-def _print_conductivity(store, console, labels: set[str], potential: str) -> None:
-    """Lattice thermal conductivity of this screen's structures at 300 K."""
-    from esen_flows.analysis.query import conductivity_table
-
-    cols = ["label", "formula", "dynamically_stable", "kappa", "kappa_coherence", "mesh"]
-    _print_screened(
-        conductivity_table(store, potential=potential),
-        console,
-        labels,
-        "lattice thermal conductivity at 300 K (W/(m K))",
-        cols,
-        "no structure went on to the conductivity",
-    )
-
-
-def _print_phonons(store, console, labels: set[str], potential: str) -> None:
-    """Dynamic stability of this screen's candidates."""
-    from esen_flows.analysis.query import phonon_table
-
-    cols = ["label", "formula", "dynamically_stable", "min_frequency", "max_frequency"]
-    _print_screened(
-        phonon_table(store, potential=potential),
-        console,
-        labels,
-        "phonons (THz)",
-        cols,
-        "no candidate within --e-hull-max went on to phonons",
-    )
-
-
-def _print_screened(table, console, labels: set[str], title: str, cols, empty: str) -> None:
-    """The rows of ``table`` for this screen's ``labels`` (the store may hold others)."""
-    table = table[table.label.isin(labels)]
-    if table.empty:
-        console.print(empty)
-    else:
-        _print_table(table, console, title, cols=cols)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -314,71 +341,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(store, console, labels: set[str], potential: str) -> None:
-    """Summary of this screen only (the store may hold other screens and potentials)."""
-    from rich.table import Table
-
-    from esen_flows.analysis.query import hull_table
-
-    table = hull_table(store, potential=potential)
-    table = table[table.label.isin(labels)]
-    ok = table[table.status == "ok"]
-    failed = table[table.status != "ok"]
-    summary = Table(title="screen summary")
-    for col in ("structures", "ok", "failed", "stable", "candidates"):
-        summary.add_column(col, justify="right")
-    summary.add_row(
-        str(len(table)),
-        str(len(ok)),
-        str(len(failed)),
-        str(int(ok.stable.sum())),
-        str(int(ok.candidate.sum())),
-    )
-    console.print(summary)
-    _print_table(ok.head(20), console, title="lowest energies above hull (eV/atom)")
-    for _, row in failed.iterrows():
-        console.print(f"[red]failed[/] {row.label}: {row.reason}")
-
-
-def _print_table(frame, console, title: str, cols: list[str] | None = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    cols = cols or [
-        "label",
-        "formula",
-        "energy_per_atom",
-        "e_form",
-        "e_above_hull",
-        "stable",
-        "candidate",
-    ]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("label", "formula") else "right")
-    for _, row in frame.iterrows():
-        cells = []
-        for col in cols:
-            value = row[col]
-            cells.append(f"{value:.4f}" if isinstance(value, float) else str(value))
-        table.add_row(*cells)
-    console.print(table)
-
-
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    return value
-
-
 def cmd_hull(args: argparse.Namespace) -> int:
     """Print the hull table (or JSON) of a store."""
     from rich.console import Console
 
     from esen_flows.analysis.query import hull_table
 
-    table = hull_table(_open_store(args.store), chemsys=args.chemsys, potential=args.potential)
+    table = hull_table(
+        _open_store(args.store),
+        chemsys=args.chemsys,
+        potential=args.potential,
+        include_unconverged=args.include_unconverged,
+    )
     if args.json:
         rows = [
             {k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")
@@ -393,6 +367,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report of a store."""
     from esen_flows.analysis.report import write_report
 
+    if Path(args.out).is_dir():
+        raise CLIError(f"--out {args.out}: is a folder; give a file, e.g. {args.out}/report.html")
     out = write_report(_open_store(args.store), args.out, chemsys=args.chemsys)
     print(f"report written to {out}")
     return 0
@@ -476,11 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``esen-flows`` console script."""
     args = build_parser().parse_args(argv)
     logging.getLogger("jobflow").setLevel(logging.WARNING)
+    from esen_flows.stores import StoreError
+
     try:
         return COMMANDS[args.command](args)
     except CLIError as exc:
         print(f"esen-flows {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
+    except StoreError as exc:
+        print(f"esen-flows {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # python -m esen_flows.cli: run the imported module's main, whose

@@ -1,6 +1,6 @@
 """Structure input: pymatgen ``Structure``, ASE ``Atoms`` and files, with labels.
 
-Label rules (DESIGN.md contracts): the ``label`` in an extxyz frame's info, else the file
+Label rules: the ``label`` in an extxyz frame's info, else the file
 stem, with ``-N`` appended for the N-th frame (0-based) of a multi-frame file. A ``Structure``
 carries its label in ``structure.properties["label"]`` and ``Atoms`` in ``atoms.info["label"]``.
 Unlabelled in-memory structures get ``<reduced formula>-<index in the input>``. Labels must be
@@ -10,6 +10,7 @@ unique within a screen.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,21 @@ class UnreadableInput(MSONable):
 
 
 StructureInput = Structure | Atoms | str | Path
+
+
+def safe_text(text: str) -> str:
+    """``text`` as UTF-8 can store it: the undecodable bytes of a file name (which Python
+    holds as surrogate escapes) written as ``\\xNN``; any other text unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def get_label(obj: Structure | Atoms | UnreadableInput) -> str | None:
@@ -97,8 +113,11 @@ def _is_structure_file(path: Path) -> bool:
     )
 
 
-def read_file(path: str | Path) -> list[Structure]:
+def read_file(path: str | Path) -> list[Structure | UnreadableInput]:
     """Read every structure of one file (CIF, POSCAR, extxyz with many frames, ...).
+
+    A frame of a multi-frame file that cannot be read (a truncated last frame) becomes an
+    ``UnreadableInput`` after the good frames, which are kept.
 
     Raises
     ------
@@ -106,9 +125,20 @@ def read_file(path: str | Path) -> list[Structure]:
         When the file cannot be parsed or holds no structure; the message names the file.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError as exc:  # Python 3.11 reports a loop this way
+            raise ValueError(safe_text(f"{path}: symbolic link loop ({exc})")) from exc
+        except OSError as exc:
+            if "loop" in str(exc).lower() or getattr(exc, "errno", None) == 40:
+                raise ValueError(safe_text(f"{path}: symbolic link loop")) from exc
+            raise ValueError(safe_text(f"{path}: dangling symbolic link")) from exc
+        raise ValueError(safe_text(f"{path}: dangling symbolic link"))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    broken: str | None = None  # why the frame after the last good one could not be read
     try:
         if suffix == ".cif":
             from pymatgen.io.cif import CifParser
@@ -116,24 +146,84 @@ def read_file(path: str | Path) -> list[Structure]:
             structures = CifParser(path).parse_structures(primitive=False)
             frames: list[Structure | Atoms] = list(structures)
         elif suffix in (".xyz", ".extxyz", ".traj"):
-            from ase.io import read
-
-            frames = list(read(path, index=":"))
+            frames, broken = _read_frames(path)
         else:
             frames = [Structure.from_file(path)]
+            if suffix in (".vasp", ".poscar") or path.name.startswith(STRUCTURE_NAMES):
+                _check_poscar_counts(path)
     except Exception as exc:  # any parser error is a bad input, not a crash
-        raise ValueError(f"{path}: cannot read structure ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(
+            safe_text(f"{path}: cannot read structure ({type(exc).__name__}: {exc})")
+        ) from exc
     if not frames:
-        raise ValueError(f"{path}: file holds no structure")
-    out = []
-    multi = len(frames) > 1
+        raise ValueError(safe_text(f"{path}: file holds no structure"))
+    out: list[Structure | UnreadableInput] = []
+    multi = len(frames) > 1 or broken is not None
+    stem = safe_text(path.stem)
     for i, frame in enumerate(frames):
         structure = to_structure(frame)
         label = get_label(frame)
         if label is None:
-            label = f"{path.stem}-{i}" if multi else path.stem
-        out.append(with_label(structure, label))
+            label = f"{stem}-{i}" if multi else stem
+        structure = with_label(structure, safe_text(label))
+        if safe_text(str(path)) != str(path):  # keep the name's exact bytes, as hex
+            structure.properties["source_file"] = safe_text(str(path))
+            structure.properties["source_file_hex"] = os.fsencode(path).hex()
+        out.append(structure)
+    if broken is not None:  # the good frames are kept; the bad one fails on its own
+        n = len(frames)
+        reason = safe_text(f"{path}: frame {n} cannot be read ({broken})")
+        out.append(UnreadableInput(label=f"{stem}-{n}", source=safe_text(str(path)), reason=reason))
     return out
+
+
+def _check_poscar_counts(path: Path) -> None:
+    """Raise ``ValueError`` when a POSCAR's species counts disagree with the number of
+    coordinate lines (pymatgen would read fewer atoms without a word)."""
+    lines = path.read_text(errors="replace").splitlines()
+
+    def ints(line: str) -> list[int] | None:
+        try:
+            return [int(x) for x in line.split()]
+        except ValueError:
+            return None
+
+    i = 5 if ints(lines[5]) else 6
+    counts = ints(lines[i]) or []
+    i += 1
+    if lines[i].strip()[:1] in ("s", "S"):  # selective dynamics
+        i += 1
+    coords = 0
+    for line in lines[i + 1 :]:
+        parts = line.split()
+        try:
+            [float(x) for x in parts[:3]]
+        except ValueError:
+            break
+        if len(parts) < 3:
+            break
+        coords += 1
+    if coords != sum(counts):
+        raise ValueError(
+            f"species counts {' '.join(map(str, counts))} make {sum(counts)} atoms but "
+            f"{coords} coordinate lines follow"
+        )
+
+
+def _read_frames(path: Path) -> tuple[list[Atoms], str | None]:
+    """The frames of an extxyz/xyz/traj file; when one cannot be read (a truncated last frame),
+    the frames before it and why."""
+    from ase.io import iread
+
+    frames: list[Atoms] = []
+    try:
+        for frame in iread(path, index=":"):
+            frames.append(frame)
+    except Exception as exc:
+        if not frames:
+            raise
+        return frames, f"{type(exc).__name__}: {exc}"
+    return frames, None
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -142,7 +232,15 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.is_file() and _is_structure_file(f)))
+            # broken links are kept: reading them says why, instead of skipping them in silence
+            out.extend(
+                sorted(
+                    f
+                    for f in p.iterdir()
+                    if (f.is_file() or (f.is_symlink() and not f.exists()))
+                    and _is_structure_file(f)
+                )
+            )
         elif p.exists():
             out.append(p)
         else:
@@ -176,6 +274,7 @@ def load_structures(
     if isinstance(inputs, Structure | Atoms | str | Path):
         inputs = [inputs]
     out: list[Structure | UnreadableInput] = []
+    sources: list[str] = []  # where each of ``out`` came from, for error messages
     for i, item in enumerate(inputs):
         if isinstance(item, UnreadableInput):
             out.append(item)
@@ -184,21 +283,30 @@ def load_structures(
                 try:
                     out.extend(read_file(path))
                 except ValueError as exc:
-                    out.append(UnreadableInput(label=path.stem, source=str(path), reason=str(exc)))
+                    out.append(
+                        UnreadableInput(
+                            label=safe_text(path.stem),
+                            source=safe_text(str(path)),
+                            reason=safe_text(str(exc)),
+                        )
+                    )
+                sources.extend([safe_text(str(path))] * (len(out) - len(sources)))
         elif isinstance(item, Structure | Atoms):
             structure = to_structure(item)
             label = get_label(item) or f"{structure.composition.reduced_formula}-{i}"
-            out.append(with_label(structure, label))
+            out.append(with_label(structure, safe_text(label)))
         else:
             raise TypeError(
                 f"input {i}: expected a Structure, Atoms or a path, got {type(item).__name__}"
             )
+        sources.extend([f"input {i}"] * (len(out) - len(sources)))
     seen: dict[str, int] = {}
     for j, obj in enumerate(out):
         label = get_label(obj)
         if label in seen:
+            where = sorted({sources[seen[label]], sources[j]})
             raise ValueError(
-                f"duplicate label {label!r} (inputs {seen[label]} and {j}); labels must be unique "
+                f"duplicate label {label!r} (from {' and '.join(where)}); labels must be unique "
                 "within a screen: rename the files or set distinct labels"
             )
         seen[label] = j

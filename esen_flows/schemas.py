@@ -110,8 +110,25 @@ class RelaxationDocument(ResultDocument):
     )
     converged: bool = Field(False, description="True when force and cell criteria were met.")
     n_steps: int = Field(0, description="Optimiser steps taken.")
+    duplicate_of: str | None = Field(
+        None, description="Label of the input this one matched (StructureMatcher) and shares."
+    )
     volume_change: float | None = Field(None, description="Final / initial volume - 1.")
     wall_time: float | None = Field(None, description="Seconds spent on this structure.")
+
+
+class ReferenceDocument(ResultDocument):
+    """A competing phase given to a screen (``reference_entries``), kept in the store so the
+    store-wide hull includes it. ``checksum`` and ``settings`` are those of the screen's
+    relaxations: the potential and settings the entry is declared to be computed with."""
+
+    kind: ClassVar[str] = "reference"
+
+    formula: str | None = Field(None, description="Reduced formula.")
+    chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
+    energy_per_atom: float | None = Field(None, description="Energy, eV/atom.")
+    converged: bool = Field(True, description="A given entry counts as converged.")
+    entry: Any = Field(None, description="The entry as given (a pymatgen ComputedEntry).")
 
 
 class StabilityDocument(ResultDocument):
@@ -133,7 +150,12 @@ class StabilityDocument(ResultDocument):
     candidate: bool | None = Field(None, description="Within e_hull_max of the hull.")
     converged: bool | None = Field(
         None,
-        description="Whether the relaxation converged (unconverged ones do not shape the hull).",
+        description="Whether the relaxation converged; an unconverged one does not shape the "
+        "hull and is never stable nor a candidate.",
+    )
+    n_steps: int | None = Field(None, description="Optimiser steps of the relaxation.")
+    duplicate_of: str | None = Field(
+        None, description="Label of the input this one matched and shares its verdict with."
     )
     e_hull_max: float | None = Field(None, description="Threshold for candidate, eV/atom.")
     decomposition: dict[str, float] | None = Field(
@@ -357,6 +379,7 @@ MODE_ARRAYS = (
 DOCUMENT_KINDS: dict[str, type[ResultDocument]] = {
     "relaxation": RelaxationDocument,
     "stability": StabilityDocument,
+    "reference": ReferenceDocument,
     "conservation": ConservationDocument,
     "phonon": PhononDocument,
     "conductivity": ConductivityDocument,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -42,13 +43,64 @@ def _monty(path: Path, collection: str) -> MontyStore:
     )
 
 
+class StoreError(RuntimeError):
+    """A store file that cannot be read: the message names it and says what to do."""
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    """Why an SQLite file cannot be read (truncated, not a database), or None when sound."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = con.execute("PRAGMA quick_check").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if row and row[0] == "ok" else str(row[0] if row else "unreadable")
+
+
+def _set_aside(path: Path, problem: str, what: str) -> None:
+    """Move an unreadable derived file out of the way (it is rebuilt) with a warning."""
+    aside = path.with_name(f"{path.name}.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    path.rename(aside)
+    warnings.warn(
+        f"{path}: {what} cannot be read ({problem}); moved to {aside.name}, rebuilt",
+        stacklevel=3,
+    )
+
+
+def check_embedded(path: Path) -> None:
+    """Check the SQLite files of an embedded store: an unreadable job-outputs collection (job
+    bookkeeping, derived) is set aside and started afresh, with a warning; an unreadable
+    results collection is a ``StoreError`` naming the file."""
+    folder = path / "esen_flows"
+    outputs = folder / "outputs.collection"
+    if outputs.is_file() and (problem := _sqlite_problem(outputs)):
+        _set_aside(outputs, problem, "the job-outputs collection")
+    results = folder / f"{RESULTS}.collection"
+    if results.is_file() and (problem := _sqlite_problem(results)):
+        raise StoreError(
+            f"{results}: the results collection cannot be read ({problem}); restore it from a "
+            "backup, or move it away to start an empty store"
+        )
+
+
 def default_store(path: str | Path = "./results") -> JobStore:
     """The embedded on-disk store: job outputs, results and large arrays under ``path``.
 
     It survives serialisation (``as_dict``/``from_dict``), so it can travel inside a Firework.
+
+    Raises
+    ------
+    StoreError
+        When ``path`` is a file, or its results collection cannot be read.
     """
     path = Path(path).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path}: is a file, not a store folder")
     path.mkdir(parents=True, exist_ok=True)
+    check_embedded(path)
     return JobStore(
         docs_store=_monty(path, "outputs"),
         additional_stores={DATA: _monty(path / "data", "data"), RESULTS: _monty(path, RESULTS)},
@@ -176,6 +228,24 @@ def find_documents(
     return out
 
 
+def read_rows(
+    store: JobStore, criteria: dict[str, Any], fields: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Only ``fields`` of the result documents matching ``criteria``, as plain dicts (nothing
+    decoded into objects), one per (kind, key, label): the newest."""
+    results = _connected(results_store(store))
+    # montydb's projection costs more than decoding whole documents: project only elsewhere
+    props = None if isinstance(results, MontyStore) else sorted({*fields, *UNIQUE, "created_at"})
+    seen: set[tuple] = set()
+    out = []
+    for row in results.query(criteria=criteria, properties=props, sort={"created_at": -1}):
+        unique = tuple(row.get(k) for k in UNIQUE)
+        if unique not in seen:
+            seen.add(unique)
+            out.append({f: row.get(f) for f in fields})
+    return out
+
+
 class _KeyIndex:
     """Which (kind, key) pairs an embedded results store holds: a SQLite table with a primary
     key next to the montydb collection, which has no indexes.
@@ -200,6 +270,8 @@ class _KeyIndex:
         if getattr(store, "storage", "sqlite") == "memory" or not folder.is_dir():
             return None
         index = cls(folder / f"{store.database_name}.{store.collection_name}.keys.sqlite")
+        if index.path.is_file() and (problem := _sqlite_problem(index.path)):
+            _set_aside(index.path, problem, "the key index")
         if not index._complete():
             index._rebuild(_connected(store))
         return index

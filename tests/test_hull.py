@@ -145,3 +145,6 @@ def test_unconverged_structure_does_not_shape_the_hull():
     out = {s.label: s for s in compute_stability(docs)}
     assert out["x"].stable  # "deep" would bury it if it shaped the hull
     assert out["deep"].converged is False and out["deep"].e_above_hull < 0
+    # below the hull, yet no verdict: its energy is not a minimum
+    assert out["deep"].stable is False and out["deep"].candidate is False
+    assert "did not converge" in out["deep"].reason

@@ -71,6 +71,15 @@ def lowest_elemental(entries: Iterable[ComputedEntry]) -> dict[str, ComputedEntr
     return best
 
 
+def unconverged_reason(doc: RelaxationDocument) -> str:
+    """Why an unconverged relaxation gets no verdict (one line, naming the structure)."""
+    force = f", largest force {doc.max_force:.3g} eV/A" if doc.max_force is not None else ""
+    return (
+        f"{doc.label}: relaxation did not converge in {doc.n_steps} steps{force}; "
+        "not stable nor a candidate"
+    )
+
+
 def _hull_hash(entries: Sequence[ComputedEntry]) -> str:
     rows = sorted(
         (str(e.entry_id), e.composition.formula, round(e.energy_per_atom, 8)) for e in entries
@@ -89,8 +98,9 @@ def compute_stability(
     Parameters
     ----------
     relaxations
-        Screened structures; failed ones give failed stability documents, and ones that hit
-        the step limit are placed on the hull without shaping it (``converged=False``).
+        Screened structures; failed ones give failed stability documents. One that hit the
+        step limit is placed on the hull without shaping it (``converged=False``) and is
+        never ``stable`` nor a ``candidate``: its energy is not a minimum.
     reference_entries
         Competing phases computed with the same potential: at least one entry per element of
         every chemical system screened (the lowest per element is its reference).
@@ -137,6 +147,8 @@ def compute_stability(
             "chemsys": d.chemsys,
             "relaxation_key": d.key,
             "e_hull_max": e_hull_max,
+            "converged": d.converged,
+            "n_steps": d.n_steps,
         }
         if d.status != "ok" or d.structure is None:
             settings = {"task": "stability", "e_hull_max": e_hull_max}
@@ -172,7 +184,6 @@ def compute_stability(
             continue
         entry = candidate_entries[d.label]
         decomp, e_hull = pd.get_decomp_and_e_above_hull(entry, allow_negative=True)
-        base["converged"] = d.converged
         e_hull = float(e_hull)
         if -STABLE_TOL < e_hull < 0.0:
             e_hull = 0.0
@@ -185,8 +196,9 @@ def compute_stability(
                 energy_per_atom=d.energy_per_atom,
                 e_form=float(pd.get_form_energy_per_atom(entry)),
                 e_above_hull=e_hull,
-                stable=e_hull <= STABLE_TOL,
-                candidate=e_hull <= e_hull_max,
+                stable=d.converged and e_hull <= STABLE_TOL,
+                candidate=d.converged and e_hull <= e_hull_max,
+                reason=None if d.converged else unconverged_reason(d),
                 decomposition={
                     f"{ph.composition.reduced_formula} ({ph.entry_id})": float(x)
                     for ph, x in decomp.items()

@@ -21,6 +21,9 @@ HULL_COLUMNS = [
     "e_above_hull",
     "stable",
     "candidate",
+    "converged",
+    "n_steps",
+    "duplicate_of",
     "status",
     "reason",
 ]
@@ -63,8 +66,14 @@ def hull_table(
     chemsys: str | None = None,
     include_failed: bool = True,
     potential: str | None = None,
+    include_unconverged: bool = False,
+    e_hull_max: float = 0.05,
 ) -> pd.DataFrame:
-    """The stability of every screened structure as a DataFrame, sorted by e_above_hull.
+    """The stability of every structure in a store, against the store's whole hull.
+
+    Computed when asked (``esen_flows.analysis.store_hull``): each label's newest relaxation is
+    placed on the hull of every finished, converged relaxation in the store made with the same
+    potential checksum and relaxation settings, whichever screen made it.
 
     Parameters
     ----------
@@ -75,24 +84,32 @@ def hull_table(
     include_failed
         Keep rows of structures whose relaxation or hull placement failed (with ``reason``).
     potential
-        Only documents computed with this potential (by default the newest of each label,
-        whatever the potential).
+        Only relaxations computed with this potential (by default the newest relaxation of
+        each label, whatever the potential).
+    include_unconverged
+        Keep the rows of relaxations that stopped at the step limit (``converged=False``,
+        never ``stable`` nor ``candidate``, the reason says so); left out by default.
+    e_hull_max
+        A converged structure within this distance of the hull (eV/atom) is a ``candidate``.
 
     Returns
     -------
     DataFrame
         Columns ``label, formula, chemsys, energy_per_atom, e_form, e_above_hull`` (eV/atom),
-        ``stable, candidate`` (bool), ``status, reason``; the newest document per label.
+        ``stable, candidate, converged`` (bool), ``n_steps``, ``duplicate_of``, ``status,
+        reason``; sorted by e_above_hull.
     """
+    from esen_flows.analysis.store_hull import store_stability
+
     if chemsys is not None:
         chemsys = normalise_chemsys(chemsys)
-    filters = {} if potential is None else {"potential": potential}
-    docs = latest_per_label(query(store, "stability", **filters))
     rows = []
-    for d in docs:
+    for d in store_stability(store, potential=potential, e_hull_max=e_hull_max):
         if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
             continue
         if d.status != "ok" and not include_failed:
+            continue
+        if d.status == "ok" and d.converged is False and not include_unconverged:
             continue
         rows.append({c: getattr(d, c) for c in HULL_COLUMNS})
     table = pd.DataFrame(rows, columns=HULL_COLUMNS)

@@ -7,42 +7,40 @@ own. Energies are in eV/atom throughout.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import numbers
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from jobflow import JobStore
-from matplotlib.figure import Figure
-from pymatgen.analysis.phase_diagram import PDEntry, PDPlotter, PhaseDiagram
-from pymatgen.core import Composition
-from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from esen_flows.analysis.query import (
     hull_table,
     latest_documents,
-    latest_per_label,
     phonon_documents,
     phonon_frame,
-    query,
 )
-from esen_flows.schemas import ResultDocument, StabilityDocument
+from esen_flows.analysis.report_plots import (  # noqa: F401 - re-exported
+    DPI,
+    MAX_PLOT_ELEMENTS,
+    SHOW_UNSTABLE,
+    _elements,
+    _plottable,
+    _pyplot,
+    _within,
+    figure_to_data_uri,
+    hull_entries,
+    plot_e_above_hull,
+    plot_hull,
+)
+from esen_flows.analysis.store_hull import store_stability
+from esen_flows.schemas import StabilityDocument
 from esen_flows.stores import open_store
 
-#: Largest number of elements of a chemical system that gets a hull plot.
-MAX_PLOT_ELEMENTS = 3
-#: Unstable structures up to this distance above the hull (eV/atom) are drawn.
-SHOW_UNSTABLE = 0.2
 #: Largest number of phonon band-structure/DOS plots in a report (unstable ones first).
 MAX_PHONON_PLOTS = 24
-#: Resolution of the embedded PNG images, dots per inch.
-DPI = 100
 
 _UNITS = {
     "energy_per_atom": "energy_per_atom (eV/atom)",
@@ -67,32 +65,11 @@ figcaption { text-align: center; font-weight: bold; }
 # --------------------------------------------------------------------------------------------
 
 
-def _elements(chemsys: str) -> frozenset[str]:
-    """The element symbols of a chemical system written ``"Au-Cu"`` or ``"Au,Cu"``."""
-    return frozenset(s.strip() for s in chemsys.replace(",", "-").split("-") if s.strip())
-
-
-def _within(doc: ResultDocument, elements: frozenset[str]) -> bool:
-    """True when all the document's elements lie in ``elements`` (its chemsys is known)."""
-    chemsys = getattr(doc, "chemsys", None)
-    return bool(chemsys) and _elements(chemsys) <= elements
-
-
-def _plottable(doc: ResultDocument) -> bool:
-    """A successful stability document with a relaxed structure and an energy."""
-    return (
-        isinstance(doc, StabilityDocument)
-        and doc.status == "ok"
-        and doc.structure is not None
-        and doc.energy_per_atom is not None
-        and bool(doc.chemsys)
-    )
-
-
 def stability_documents(
     store: JobStore | str | Path, chemsys: str | None = None
 ) -> list[StabilityDocument]:
-    """The newest stability document of each label, optionally within a chemical system.
+    """The stability of every structure of a store against the store's whole hull (computed
+    now, ``store_stability``), optionally within a chemical system.
 
     Parameters
     ----------
@@ -107,9 +84,7 @@ def stability_documents(
     list of StabilityDocument
         Newest first, ok and failed alike.
     """
-    docs = [
-        d for d in latest_per_label(query(store, "stability")) if isinstance(d, StabilityDocument)
-    ]
+    docs = store_stability(store)
     if chemsys is not None:
         elements = _elements(chemsys)
         docs = [d for d in docs if _within(d, elements)]
@@ -133,166 +108,6 @@ def hull_systems(docs: Iterable[StabilityDocument]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    """``matplotlib.pyplot``, on the non-interactive Agg backend unless a backend was chosen.
-
-    pymatgen's ``PDPlotter`` draws through pyplot's global state, so pyplot is needed; a
-    backend the user already selected (Jupyter, a desktop session) is left alone.
-    """
-    import matplotlib
-
-    try:
-        chosen = matplotlib.get_backend(auto_select=False)
-    except TypeError:  # matplotlib < 3.10 has no auto_select: leave the backend alone
-        chosen = "unknown"
-    if chosen is None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def hull_entries(docs: Iterable[StabilityDocument], chemsys: str) -> list[PDEntry]:
-    """Phase-diagram entries of a chemical system: its screened structures and elements.
-
-    Parameters
-    ----------
-    docs
-        Stability documents; the successful ones whose elements lie in ``chemsys`` are used.
-    chemsys
-        ``"Au-Cu"`` or ``"Ag-Au-Cu"``.
-
-    Returns
-    -------
-    list of PDEntry
-        One ``ComputedStructureEntry`` per structure (relaxed structure, total energy in eV =
-        ``energy_per_atom * len(structure)``, ``entry_id`` = label), then one ``PDEntry`` per
-        element at the reference energy (eV/atom) the documents record, the lowest if they
-        disagree.
-
-    Raises
-    ------
-    ValueError
-        When no structure lies in the system, the documents mix potentials, or an element has
-        no reference energy.
-    """
-    elements = _elements(chemsys)
-    members = [d for d in docs if _plottable(d) and _within(d, elements)]
-    if not members:
-        raise ValueError(f"no successful structure in {chemsys}")
-    potentials = sorted({d.potential for d in members})
-    if len(potentials) > 1:
-        raise ValueError(
-            f"{chemsys}: documents of several potentials ({', '.join(potentials)}); "
-            "pass one potential's documents"
-        )
-    entries: list[PDEntry] = [
-        ComputedStructureEntry(d.structure, d.energy_per_atom * len(d.structure), entry_id=d.label)
-        for d in members
-    ]
-    refs: dict[str, float] = {}
-    for d in members:
-        for el, e in (d.references or {}).items():
-            if el in elements and (el not in refs or e < refs[el]):
-                refs[el] = float(e)
-    missing = sorted(elements - set(refs))
-    if missing:
-        raise ValueError(f"{chemsys}: no elemental reference energy for {', '.join(missing)}")
-    entries += [PDEntry(Composition({el: 1}), e, name=el) for el, e in sorted(refs.items())]
-    return entries
-
-
-def plot_hull(docs: Sequence[StabilityDocument], chemsys: str) -> Figure:
-    """The convex hull of one binary or ternary system, drawn by pymatgen's ``PDPlotter``.
-
-    The hull is rebuilt from the documents' relaxed structures and elemental reference
-    energies only; competing phases given to the screen as ``reference_entries`` are not in
-    the documents and so are not drawn. Pass one document per label (``latest_per_label``).
-
-    Parameters
-    ----------
-    docs
-        Stability documents (of one potential); see ``hull_entries``.
-    chemsys
-        ``"Au-Cu"`` or ``"Ag-Au-Cu"``.
-
-    Returns
-    -------
-    Figure
-        A pyplot-managed figure: formation energy (eV/atom) against composition, unstable
-        structures up to ``SHOW_UNSTABLE`` eV/atom above the hull. Close it
-        (``plt.close(fig)``) when done.
-    """
-    n = len(_elements(chemsys))
-    if not 2 <= n <= MAX_PLOT_ELEMENTS:
-        raise ValueError(f"{chemsys}: hull plots are drawn for 2 or 3 elements, not {n}")
-    diagram = PhaseDiagram(hull_entries(docs, chemsys))
-    plt = _pyplot()
-    before = set(plt.get_fignums())
-    try:
-        plotter = PDPlotter(diagram, backend="matplotlib", show_unstable=SHOW_UNSTABLE)
-        ax = plotter.get_plot()
-    except Exception:
-        for num in set(plt.get_fignums()) - before:
-            plt.close(num)
-        raise
-    fig = ax.figure
-    ax.set_title("-".join(sorted(_elements(chemsys))), fontsize=18, pad=12)
-    if n == 2:
-        _label_binary_axes(ax, plotter)
-    return fig
-
-
-def _label_binary_axes(ax: Any, plotter: PDPlotter) -> None:
-    """Axis labels of a binary hull: fraction of the element drawn at x = 1, eV/atom."""
-    _lines, labels, _unstable = plotter.pd_plot_data
-    right = [e for (x, _y), e in labels.items() if abs(x - 1.0) < 1e-9]
-    if right:
-        ax.set_xlabel(f"atomic fraction of {right[0].composition.elements[0]}", fontsize=16)
-    ax.set_ylabel("formation energy (eV/atom)", fontsize=16)
-
-
-def plot_e_above_hull(docs: Iterable[StabilityDocument], bins: int = 30) -> Figure:
-    """Histogram of the energy above hull (eV/atom) of the successful documents.
-
-    A dashed vertical line marks each candidate threshold ``e_hull_max`` (eV/atom) found in
-    the documents. The figure is not managed by pyplot (nothing to close).
-    """
-    docs = [d for d in docs if d.status == "ok" and d.e_above_hull is not None]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    values = [d.e_above_hull for d in docs]
-    thresholds = sorted({d.e_hull_max for d in docs if d.e_hull_max is not None})
-    if values:
-        lo = min(0.0, *values)
-        hi = max(*values, *thresholds, lo + 1e-3)
-        ax.hist(values, bins=np.linspace(lo, hi, bins + 1), color="tab:blue", edgecolor="k")
-    for e_max in thresholds:
-        ax.axvline(e_max, color="tab:red", linestyle="--", label=f"e_hull_max = {e_max:g}")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    ax.set_xlabel("energy above hull (eV/atom)")
-    ax.set_ylabel("structures")
-    fig.tight_layout()
-    return fig
-
-
-def figure_to_data_uri(fig: Figure, dpi: int = DPI) -> str:
-    """A ``data:image/png;base64,...`` URI of the figure; pyplot's hold on it is released."""
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    finally:
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-# --------------------------------------------------------------------------------------------
 # HTML sections
 # --------------------------------------------------------------------------------------------
 
@@ -308,12 +123,14 @@ def summarise(docs: Sequence[StabilityDocument]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``structures``, ``ok``, ``failed``, ``stable``, ``candidates`` (int), ``potentials``
+        ``structures``, ``ok``, ``unconverged`` (relaxed but stopped at the step limit: never
+        stable nor candidates), ``failed``, ``stable``, ``candidates`` (int), ``potentials``
         (sorted names) and ``e_hull_max`` (sorted thresholds, eV/atom).
     """
     return {
         "structures": len(docs),
-        "ok": sum(d.status == "ok" for d in docs),
+        "ok": sum(d.status == "ok" and d.converged is not False for d in docs),
+        "unconverged": sum(d.status == "ok" and d.converged is False for d in docs),
         "failed": sum(d.status != "ok" for d in docs),
         "stable": sum(bool(d.stable) for d in docs),
         "candidates": sum(bool(d.candidate) for d in docs),
@@ -326,6 +143,7 @@ def _summary_html(summary: Mapping[str, Any]) -> str:
     rows = [
         ("Structures", summary["structures"]),
         ("OK", summary["ok"]),
+        ("Unconverged (step limit; no verdict)", summary["unconverged"]),
         ("Failed", summary["failed"]),
         ("Stable (on the hull)", summary["stable"]),
         ("Candidates (within e_hull_max)", summary["candidates"]),
@@ -503,7 +321,7 @@ def write_report(
     scope = f"<p>Chemical system: {html.escape(chemsys)}</p>" if chemsys else ""
     sections = [
         _summary_html(summarise(docs)),
-        _table_html(hull_table(store, chemsys)),
+        _table_html(hull_table(store, chemsys, include_unconverged=True)),
         _metrics_html(metrics) if metrics is not None else "",
         _plots_html(docs),
         _phonons_html(store, chemsys),

@@ -146,6 +146,10 @@ def relax_structures(
     list of RelaxResult
         In input order.
     """
+    if not (isinstance(fmax, int | float) and math.isfinite(fmax) and fmax > 0):
+        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
+    if not (isinstance(max_steps, int) and max_steps >= 1):
+        raise ValueError(f"max_steps must be an integer of at least 1, got {max_steps!r}")
     fire = fire or FireSettings()
     budget = budget or batch_budget(potential)
     n = len(structures)

@@ -80,7 +80,15 @@ class BatchRelaxMaker(Maker):
 
         Inputs are converted to labelled pymatgen ``Structure``s here, so the job holds only
         serialisable data (it can travel to FireWorks).
+
+        Raises
+        ------
+        ValueError
+            For ``fmax <= 0`` or ``max_steps < 1`` (no relaxation could converge), or a potential
+        ``get_potential`` cannot build (``PotentialError``).
         """
+        self.settings()  # bad settings fail here, not inside the job
+        get_potential(self.potential, device=self.device, dtype=self.dtype)  # unknown: now
         return _batch_job(self, load_structures(structures), "relax", single=False)
 
 
@@ -124,7 +132,8 @@ class RelaxMaker(BatchRelaxMaker):
     name: str = "relax"
 
     def make(self, structure: StructureInput) -> Job:
-        """A job relaxing one structure."""
+        """A job relaxing one structure (``ValueError`` for bad settings, as the batch maker)."""
+        self.settings()
         return _batch_job(self, load_structures([structure]), "relax", single=True)
 
 

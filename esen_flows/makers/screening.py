@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from jobflow import Flow, JobStore, Maker, Response, job
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
+from esen_flows.analysis.duplicates import find_duplicates, matches_any
 from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
+from esen_flows.analysis.store_hull import (
+    REFERENCE_PREFIX,
+    HullSet,
+    hull_set_id,
+    load_hull_sets,
+    place,
+    row_of,
+)
 from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures, with_label
 from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
-from esen_flows.schemas import PhononDocument, RelaxationDocument, StabilityDocument
+from esen_flows.potentials import get_potential
+from esen_flows.schemas import (
+    PhononDocument,
+    ReferenceDocument,
+    RelaxationDocument,
+    StabilityDocument,
+    hash_key,
+)
 from esen_flows.stores import data_store, find_documents, save_documents
 
 Relaxed = RelaxationDocument | dict[str, str]
@@ -46,6 +63,8 @@ def stability_job(
     reference_entries: list[ComputedEntry] | None = None,
     e_hull_max: float = 0.05,
     compete: bool = True,
+    duplicates: list[Structure] | None = None,
+    duplicate_of: dict[str, str] | None = None,
 ) -> list[StabilityDocument]:
     """Place every relaxed structure on the convex hull of its chemical system.
 
@@ -63,6 +82,9 @@ def stability_job(
         Candidate threshold, eV/atom.
     compete
         Screened structures join the hull (True) or face the references alone (False).
+    duplicates, duplicate_of
+        Inputs that were not relaxed because they match another (label -> its label): each
+        gets a copy of that one's relaxation, with ``duplicate_of`` set, saved to the store.
     """
     store = _current_store()
     if store is not None:
@@ -72,12 +94,93 @@ def stability_job(
     screened = [d for batch in relaxations for d in batch]
     every = relaxation_documents(screened + list(references or []), store)  # one store read
     docs, refs = every[: len(screened)], every[len(screened) :]
-    entries = list(reference_entries or [])
-    entries += [entry_from_document(d) for d in refs if d.status == "ok"]
-    stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
+    copies = duplicate_documents(docs, duplicates or [], duplicate_of or {})
+    if store is not None and copies:
+        save_documents(store, copies)
+    docs = docs + copies
+    if store is None or not compete:  # this screen's own hull
+        entries = list(reference_entries or [])
+        entries += [entry_from_document(d) for d in refs if d.status == "ok"]
+        stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
+    else:  # the hull of everything the store holds for this potential and settings
+        stability = store_wide_stability(store, docs, reference_entries or [], e_hull_max)
     if store is not None:
         save_documents(store, stability)
     return stability
+
+
+def duplicate_documents(
+    docs: list[RelaxationDocument], duplicates: list[Structure], duplicate_of: dict[str, str]
+) -> list[RelaxationDocument]:
+    """A relaxation document for each duplicate input: its representative's result (same key,
+    energy and relaxed structure) under its own label and input, with ``duplicate_of``."""
+    by_label = {d.label: d for d in docs}
+    out = []
+    for s in duplicates:
+        label = get_label(s)
+        rep = by_label[duplicate_of[label]]
+        relaxed = rep.structure
+        if relaxed is not None:
+            relaxed = with_label(relaxed, label)
+        reason = rep.reason if rep.status == "ok" else f"{label}: as {rep.label}: {rep.reason}"
+        out.append(
+            rep.model_copy(
+                update={
+                    "label": label,
+                    "duplicate_of": rep.label,
+                    "input_structure": s,
+                    "structure": relaxed,
+                    "reason": reason,
+                    "created_at": datetime.now(UTC),
+                }
+            )
+        )
+    return out
+
+
+def store_wide_stability(
+    store: JobStore,
+    docs: list[RelaxationDocument],
+    reference_entries: list[ComputedEntry],
+    e_hull_max: float,
+) -> list[StabilityDocument]:
+    """Place ``docs`` on the hull of every finished, converged relaxation in ``store`` with
+    their potential checksum and settings (their hull set), the given ``reference_entries``
+    saved into that set first. Each document's ``settings["hull_set"]`` names the set and
+    ``settings["hull"]`` hashes the entries it held."""
+    if reference_entries and docs:
+        save_documents(store, reference_documents(reference_entries, docs[0]))
+    sets = load_hull_sets(store, potential=docs[0].potential if docs else None)
+    out = []
+    for d in docs:
+        sid = hull_set_id(d.checksum, d.settings)
+        (s,) = place(sets.get(sid) or HullSet(sid), [row_of(d)], e_hull_max, details=True)
+        out.append(s.model_copy(update={"structure": d.structure}))
+    return out
+
+
+def reference_documents(
+    entries: list[ComputedEntry], like: RelaxationDocument
+) -> list[ReferenceDocument]:
+    """The given competing phases as documents of ``like``'s potential and settings."""
+    out = []
+    for i, e in enumerate(entries):
+        comp = e.composition
+        label = f"{comp.reduced_formula}-{e.entry_id or i}"
+        out.append(
+            ReferenceDocument(
+                label=label,
+                key=hash_key(e.as_dict(), like.checksum, like.settings),
+                potential=like.potential,
+                checksum=like.checksum,
+                settings=like.settings,
+                formula=comp.reduced_formula,
+                chemsys=comp.chemical_system,
+                energy_per_atom=e.energy_per_atom,
+                entry=e.as_dict(),
+            )
+        )
+    return out
 
 
 def _batched(maker: Maker, structures: list[Structure], size: int, what: str) -> Response:
@@ -174,6 +277,16 @@ class ScreeningMaker(Maker):
         Conductivity settings; its ``potential`` is replaced by this maker's.
     conductivity_batch_size
         Structures per conductivity job.
+    deduplicate
+        Inputs that match an earlier one (pymatgen ``StructureMatcher``, tolerances in
+        ``esen_flows.analysis.duplicates``) are relaxed once: each gets the first one's result,
+        with ``duplicate_of`` naming it. False relaxes every input.
+
+    Raises
+    ------
+    ValueError
+        From ``make()``: bad batch sizes or relaxation settings, no structure, or a label
+        starting with ``ref-`` (reserved for the elemental references).
     """
 
     name: str = "screen"
@@ -189,17 +302,35 @@ class ScreeningMaker(Maker):
     conductivity: bool = False
     conductivity_maker: ThermalConductivityMaker = field(default_factory=ThermalConductivityMaker)
     conductivity_batch_size: int = 20
+    deduplicate: bool = True
 
     def make(self, structures: StructureInput | list[StructureInput]) -> Flow:
         """The screening flow for ``structures`` (Structures, Atoms, files or folders)."""
         for name in ("batch_size", "phonon_batch_size", "conductivity_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.relax_maker.settings()  # fmax <= 0 or max_steps < 1: ValueError now
+        # an unknown potential fails here, as on the command line, not as a flow doing nothing
+        get_potential(self.potential, device=self.relax_maker.device, dtype=self.relax_maker.dtype)
         items: list[Structure | UnreadableInput] = load_structures(structures)
         if not items:
             raise ValueError("nothing to screen: no structure was given")
+        for item in items:
+            if (get_label(item) or "").startswith(REFERENCE_PREFIX):
+                raise ValueError(
+                    f"label {get_label(item)!r}: labels starting with {REFERENCE_PREFIX!r} are "
+                    "reserved for the elemental references a screen adds; rename the structure"
+                )
         # the hull reads the relaxed documents from the results store: small job outputs
         relax = replace(self.relax_maker, potential=self.potential, output_keys=True)
+        scale = relax.relax_cell  # cells that will be relaxed match at any volume
+        duplicate_of: dict[str, str] = {}
+        if self.deduplicate:
+            found = [s for s in items if isinstance(s, Structure)]
+            for i, j in find_duplicates(found, scale=scale).items():
+                duplicate_of[get_label(found[i])] = get_label(found[j])
+        duplicates = [s for s in items if get_label(s) in duplicate_of]
+        items = [s for s in items if get_label(s) not in duplicate_of]
         n_batches = math.ceil(len(items) / self.batch_size)
         jobs = []
         for b in range(n_batches):
@@ -214,7 +345,14 @@ class ScreeningMaker(Maker):
                 if isinstance(s, Structure)
                 for el in s.composition.elements
             }
-            refs = [r for r in elemental_references(elements) if get_label(r) not in labels]
+            elemental = [
+                s for s in items if isinstance(s, Structure) and len(s.composition) == 1
+            ]  # no reference where an input already is that structure
+            refs = [
+                r
+                for r in elemental_references(elements)
+                if get_label(r) not in labels and matches_any(r, elemental, scale) is None
+            ]
             if refs:
                 ref_job = replace(relax, name="relax references").make(refs)
                 jobs.append(ref_job)
@@ -224,6 +362,8 @@ class ScreeningMaker(Maker):
             reference_entries=self.reference_entries,
             e_hull_max=self.e_hull_max,
             compete=self.compete,
+            duplicates=duplicates,
+            duplicate_of=duplicate_of,
         )
         hull.name = "hull"
         stages = [*jobs, hull]

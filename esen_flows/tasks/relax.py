@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
 from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
-from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
+from esen_flows.io import UnreadableInput, get_label, safe_text, to_atoms, to_structure
 from esen_flows.potentials import (
     Potential,
     UnsupportedElementError,
@@ -34,6 +34,7 @@ from esen_flows.schemas import (
     EV_A3_TO_GPA,
     ConservationDocument,
     RelaxationDocument,
+    ResultDocument,
     hash_key,
     make_key,
 )
@@ -55,6 +56,9 @@ class RelaxSettings:
     relax_cell: bool = True
     min_distance: float = 0.5
 
+    def __post_init__(self) -> None:
+        check_relax_settings(self.fmax, self.max_steps, self.task)
+
     def as_dict(self) -> dict[str, Any]:
         """The settings that matter for this task (a static run has no optimiser settings)."""
         if self.task == "static":
@@ -66,6 +70,24 @@ class RelaxSettings:
             "relax_cell": self.relax_cell,
             "min_distance": self.min_distance,
         }
+
+
+def check_relax_settings(fmax: float, max_steps: int, task: str = "relax") -> None:
+    """Raise ``ValueError`` for settings under which no relaxation can converge.
+
+    ``fmax`` must be a finite number above 0 (eV/A) and ``max_steps`` an integer of at least 1;
+    ``task`` is ``"relax"`` or ``"static"`` (a static evaluation has no optimiser settings).
+    """
+    if task not in ("relax", "static"):
+        raise ValueError(f"task must be 'relax' or 'static', got {task!r}")
+    if task == "static":
+        return
+    if isinstance(fmax, bool) or not isinstance(fmax, int | float) or not math.isfinite(fmax):
+        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
+    if fmax <= 0:
+        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer of at least 1, got {max_steps!r}")
 
 
 def precision(potential: Potential) -> str | None:
@@ -202,7 +224,8 @@ def run_relaxations(
             else:
                 todo.append(i)
     if store is not None and new_docs:
-        save_documents(store, new_docs)
+        for doc in save_each(store, new_docs):
+            docs[docs.index(doc)] = _unstorable(doc, store)
 
     if todo:
         bar = tqdm(total=len(todo), desc=desc, unit="structure", disable=None, leave=False)
@@ -210,8 +233,8 @@ def run_relaxations(
         def persist(result: RelaxResult) -> None:
             i = todo[result.index]
             docs[i] = _document(items[i], keys[i], potential, sdict, result)
-            if store is not None:
-                save_documents(store, [docs[i]])
+            if store is not None and save_each(store, [docs[i]]):
+                docs[i] = _unstorable(docs[i], store)
 
         try:
             atoms = [to_atoms(items[i]) for i in todo]
@@ -230,6 +253,44 @@ def run_relaxations(
         finally:
             bar.close()
     return [d for d in docs if d is not None]
+
+
+def save_each(store: JobStore, docs: list[ResultDocument]) -> list[ResultDocument]:
+    """Save ``docs`` at once, else one by one; returns those that could not be stored (one
+    unstorable document fails alone, the others are kept)."""
+    try:
+        save_documents(store, docs)
+        return []
+    except Exception:
+        if len(docs) == 1:
+            return list(docs)
+    return [d for d in docs if save_each(store, [d])]
+
+
+def _unstorable(doc: RelaxationDocument, store: JobStore) -> RelaxationDocument:
+    """A failed document in place of one the store refused (a field it cannot encode): label
+    and reason in plain text, no structures; saved when the store takes it."""
+    try:
+        doc.to_store()
+        why = "the results store refused it"
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}"
+    label = safe_text(doc.label)
+    failed = RelaxationDocument(
+        label=label,
+        key=doc.key,
+        potential=doc.potential,
+        checksum=doc.checksum,
+        settings=doc.settings,
+        formula=doc.formula,
+        chemsys=doc.chemsys,
+        n_sites=doc.n_sites,
+        status="failed",
+        relax_status="failed",
+        reason=safe_text(f"{label}: result cannot be stored ({why})"),
+    )
+    save_each(store, [failed])
+    return failed
 
 
 def _problem(structure: Structure, potential: Potential, settings: RelaxSettings) -> str | None:

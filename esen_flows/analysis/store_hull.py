@@ -1,0 +1,366 @@
+"""The hull of a whole store, computed when asked.
+
+A store may hold many screens, of one potential or several. The hull that ``hull_table``, the
+report and ``esen-flows hull`` show is that of every finished, converged relaxation in the
+store computed with the same potential (checksum) and the same relaxation settings: a *hull
+set*. Adding structures to a store therefore updates every verdict, and two screens of
+overlapping inputs in one store show the same hull as one screen of everything.
+
+Reading is cheap: only the scalar fields of each document are read (no structure is decoded),
+and each structure's distance to the hull is the height above the lower envelope of the
+diagram's facets, evaluated for all structures of a diagram at once (one pymatgen
+``PhaseDiagram`` per top-level chemical system, a ``PatchedPhaseDiagram`` beyond
+``MAX_PLAIN_ELEMENTS`` elements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jobflow import JobStore
+from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram, PDEntry, PhaseDiagram
+from pymatgen.core import Composition
+
+from esen_flows.schemas import RelaxationDocument, StabilityDocument, hash_key
+from esen_flows.stores import open_store, read_rows
+
+#: Stable means e_above_hull <= 0 within this tolerance, eV/atom (Matbench Discovery).
+STABLE_TOL = 1e-6
+#: Above this many elements, a chemical system's hull is a ``PatchedPhaseDiagram``.
+MAX_PLAIN_ELEMENTS = 6
+#: Labels of the elemental references a screen adds (reserved: inputs may not use it).
+REFERENCE_PREFIX = "ref-"
+
+#: The fields read from each relaxation (or reference) document to build the hull.
+FIELDS = [
+    "kind",
+    "label",
+    "key",
+    "potential",
+    "checksum",
+    "settings",
+    "status",
+    "reason",
+    "formula",
+    "chemsys",
+    "energy_per_atom",
+    "converged",
+    "n_steps",
+    "max_force",
+    "duplicate_of",
+    "created_at",
+]
+
+
+def hull_set_id(checksum: str, settings: dict[str, Any]) -> str:
+    """The identity of a hull set: hash of the potential checksum and relaxation settings."""
+    return hash_key("hull-set", checksum, settings)[:16]
+
+
+def _created(row: dict[str, Any]) -> datetime:
+    value = row.get("created_at")
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def _is_relax(row: dict[str, Any]) -> bool:
+    return (row.get("settings") or {}).get("task") == "relax"
+
+
+@dataclass
+class HullSet:
+    """The relaxations of one potential checksum and one set of relaxation settings.
+
+    Attributes
+    ----------
+    id
+        ``hull_set_id(checksum, settings)``.
+    rows
+        The newest document of each label (scalar fields only), failed ones included.
+    """
+
+    id: str
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _diagrams: dict[frozenset[str], Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def pool(self) -> list[dict[str, Any]]:
+        """The rows that shape the hull: finished (``ok``) and converged, with an energy."""
+        return [r for r in self.rows.values() if _shapes(r)]
+
+    def digest(self) -> str:
+        """A hash of the pool (labels, formulas, energies): which hull a verdict faced."""
+        rows = sorted(
+            (r["label"], r["formula"], round(float(r["energy_per_atom"]), 8)) for r in self.pool
+        )
+        return hash_key(rows)[:16]
+
+    def refs(self) -> dict[str, float]:
+        """The lowest energy per atom (eV/atom) of each pure element in the pool."""
+        best: dict[str, float] = {}
+        for r in self.pool:
+            if "-" not in r["chemsys"]:
+                el = r["chemsys"]
+                best[el] = min(best.get(el, np.inf), float(r["energy_per_atom"]))
+        return best
+
+
+def _shapes(row: dict[str, Any]) -> bool:
+    return (
+        row.get("status") == "ok"
+        and row.get("converged") is True
+        and row.get("energy_per_atom") is not None
+        and bool(row.get("chemsys"))
+        and np.isfinite(float(row["energy_per_atom"]))
+    )
+
+
+def load_hull_sets(
+    store: JobStore | str | Path, potential: str | None = None
+) -> dict[str, HullSet]:
+    """Every hull set of a store (relaxations of ``task == "relax"``), optionally of one
+    potential (its name); the newest document of each label in each set."""
+    store = open_store(store)
+    criteria: dict[str, Any] = {"kind": {"$in": ["relaxation", "reference"]}}
+    if potential is not None:
+        criteria["potential"] = potential
+    rows = [r for r in read_rows(store, criteria, FIELDS) if _is_relax(r)]
+    rows.sort(key=_created, reverse=True)
+    sets: dict[str, HullSet] = {}
+    for r in rows:
+        sid = hull_set_id(r["checksum"], r["settings"])
+        hs = sets.setdefault(sid, HullSet(sid))
+        name = f"{r.get('kind')}:{r['label']}"
+        hs.rows.setdefault(name, r)
+    return sets
+
+
+def row_of(doc: RelaxationDocument) -> dict[str, Any]:
+    """The scalar fields of a relaxation document, as ``load_hull_sets`` reads them."""
+    row = {f: getattr(doc, f, None) for f in FIELDS}
+    row["kind"] = "relaxation"
+    return row
+
+
+def _envelope(diagram: PhaseDiagram) -> tuple[list[str], np.ndarray]:
+    """The diagram's elements and its facets' planes: rows ``(w_1..w_{d-1}, b)`` with
+    ``e_hull(x) = max over rows of (w . x + b)`` for fractions ``x`` of elements 2..d."""
+    data = np.asarray(diagram.qhull_data)[:, :]
+    planes = []
+    for facet in diagram.facets:
+        pts = data[list(facet)]
+        a = np.hstack([pts[:, :-1], np.ones((len(pts), 1))])
+        coef, *_ = np.linalg.lstsq(a, pts[:, -1], rcond=None)
+        planes.append(coef)
+    return [el.symbol for el in diagram.elements], np.asarray(planes)
+
+
+def _entry(r: dict[str, Any]) -> PDEntry:
+    """A ``PDEntry`` of a row: its reduced formula at its energy per atom."""
+    comp = Composition(r["formula"])
+    return PDEntry(comp, float(r["energy_per_atom"]) * comp.num_atoms, name=r["label"])
+
+
+def _heights(diagram: Any, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Energy above the hull (eV/atom) of each row on ``diagram`` (negative when below)."""
+    if isinstance(diagram, PatchedPhaseDiagram):
+        out = []
+        for r in rows:
+            out.append(diagram.get_e_above_hull(_entry(r), allow_negative=True))
+        return np.asarray(out, dtype=float)
+    elements, planes = _envelope(diagram)
+    x = np.zeros((len(rows), len(elements) - 1))
+    for i, r in enumerate(rows):
+        comp = Composition(r["formula"]).fractional_composition
+        x[i] = [comp[el] for el in elements[1:]]
+    hull = np.max(x @ planes[:, :-1].T + planes[:, -1], axis=1)
+    return np.asarray([float(r["energy_per_atom"]) for r in rows]) - hull
+
+
+def _diagram(hs: HullSet, elements: frozenset[str], refs: dict[str, float]) -> Any:
+    """The diagram of the smallest already-built superset of ``elements``, else a new one."""
+    for have, diagram in hs._diagrams.items():
+        if elements <= have:
+            return diagram
+    # only the lowest entry of each composition can touch the hull: pymatgen's own sorting of
+    # 10,000 entries would take seconds
+    lowest: dict[str, dict[str, Any]] = {}
+    for r in hs.pool:
+        if set(r["chemsys"].split("-")) <= elements:
+            f = r["formula"]
+            if f not in lowest or float(r["energy_per_atom"]) < float(lowest[f]["energy_per_atom"]):
+                lowest[f] = r
+    entries = [_entry(r) for r in lowest.values()]
+    cls = PatchedPhaseDiagram if len(elements) > MAX_PLAIN_ELEMENTS else PhaseDiagram
+    diagram = cls(entries)
+    hs._diagrams[elements] = diagram
+    return diagram
+
+
+def place(
+    hs: HullSet,
+    rows: Sequence[dict[str, Any]],
+    e_hull_max: float = 0.05,
+    details: bool = False,
+) -> list[StabilityDocument]:
+    """Stability documents for ``rows`` (relaxations of this set) on the set's hull.
+
+    Parameters
+    ----------
+    hs
+        The hull set (its pool shapes the hull).
+    rows
+        Relaxations to place (``row_of`` of documents, or rows of ``hs``).
+    e_hull_max
+        A converged structure within this distance of the hull (eV/atom) is a ``candidate``.
+    details
+        Also give each document its decomposition (pymatgen, one call per structure).
+
+    Returns
+    -------
+    list of StabilityDocument
+        In the order of ``rows``; ``settings["hull_set"]`` names the set and
+        ``settings["hull"]`` hashes its pool. An unconverged relaxation is placed but never
+        ``stable`` nor ``candidate``; a failed one, or one whose chemical system lacks an
+        elemental reference in the set, gets a failed document with the reason.
+    """
+    refs = hs.refs()
+    digest = hs.digest()
+    settings = {"task": "stability", "e_hull_max": e_hull_max, "hull_set": hs.id, "hull": digest}
+    docs: list[StabilityDocument | None] = [None] * len(rows)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        base = _base(r, settings, e_hull_max)
+        if r.get("status") != "ok" or r.get("energy_per_atom") is None or not r.get("chemsys"):
+            docs[i] = StabilityDocument(
+                **base, status="failed", reason=f"relaxation failed: {r.get('reason')}"
+            )
+            continue
+        elements = frozenset(r["chemsys"].split("-"))
+        missing = sorted(elements - set(refs))
+        if missing:
+            reason = f"{r['label']}: no elemental reference for {', '.join(missing)}"
+            if r.get("converged") is not True:  # no verdict either way: say both
+                reason = f"{_unconverged(r)}; no elemental reference for {', '.join(missing)}"
+                docs[i] = StabilityDocument(
+                    **base, status="ok", stable=False, candidate=False, reason=reason
+                )
+            else:
+                docs[i] = StabilityDocument(**base, status="failed", reason=reason)
+            continue
+        groups.setdefault(r["chemsys"], []).append(i)
+    # one diagram of every element with a reference: a subsystem's hull is a face of it
+    everything = frozenset(refs)
+    for members in groups.values():
+        diagram = _diagram(hs, everything, refs)
+        heights = _heights(diagram, [rows[i] for i in members])
+        for i, e_hull in zip(members, heights, strict=True):
+            docs[i] = _verdict(rows[i], float(e_hull), refs, settings, e_hull_max, diagram, details)
+    return [d for d in docs if d is not None]
+
+
+def _base(r: dict[str, Any], settings: dict[str, Any], e_hull_max: float) -> dict[str, Any]:
+    return {
+        "label": r["label"],
+        "key": hash_key(r["key"], settings["hull_set"], r["label"]),
+        "potential": r["potential"],
+        "checksum": r["checksum"],
+        "settings": settings,
+        "formula": r.get("formula"),
+        "chemsys": r.get("chemsys"),
+        "relaxation_key": r["key"],
+        "e_hull_max": e_hull_max,
+        "converged": r.get("converged"),
+        "n_steps": r.get("n_steps"),
+        "duplicate_of": r.get("duplicate_of"),
+    }
+
+
+def _unconverged(r: dict[str, Any]) -> str:
+    force = r.get("max_force")
+    return f"{r['label']}: relaxation did not converge in {r.get('n_steps')} steps" + (
+        f", largest force {force:.3g} eV/A" if force is not None else ""
+    )
+
+
+def _verdict(r, e_hull, refs, settings, e_hull_max, diagram, details) -> StabilityDocument:
+    if -STABLE_TOL < e_hull < 0.0:
+        e_hull = 0.0
+    comp = Composition(r["formula"]).fractional_composition
+    e = float(r["energy_per_atom"])
+    e_form = e - sum(comp[el] * refs[el] for el in map(str, comp.elements))
+    converged = r.get("converged") is True
+    reason = None if converged else f"{_unconverged(r)}; not stable nor a candidate"
+    decomposition = None
+    if details and not isinstance(diagram, PatchedPhaseDiagram):
+        decomp, _ = diagram.get_decomp_and_e_above_hull(_entry(r), allow_negative=True)
+        decomposition = {
+            f"{ph.composition.reduced_formula} ({ph.name})": float(x) for ph, x in decomp.items()
+        }
+    return StabilityDocument(
+        **_base(r, settings, e_hull_max),
+        energy_per_atom=e,
+        e_form=float(e_form),
+        e_above_hull=e_hull,
+        stable=converged and e_hull <= STABLE_TOL,
+        candidate=converged and e_hull <= e_hull_max,
+        reason=reason,
+        decomposition=decomposition,
+        references={el: refs[el] for el in map(str, comp.elements)},
+    )
+
+
+def store_stability(
+    store: JobStore | str | Path,
+    potential: str | None = None,
+    e_hull_max: float = 0.05,
+    labels: Iterable[str] | None = None,
+    include_references: bool = False,
+) -> list[StabilityDocument]:
+    """The stability of every structure in a store against the hull of its hull set.
+
+    Parameters
+    ----------
+    store
+        A ``JobStore`` or the folder of an embedded store.
+    potential
+        Only relaxations of this potential (its name).
+    e_hull_max
+        Candidate threshold, eV/atom.
+    labels
+        Only these labels (all by default).
+    include_references
+        Also the elemental references a screen added (``ref-<El>-<lattice>``).
+
+    Returns
+    -------
+    list of StabilityDocument
+        One per label: its newest relaxation, placed on the hull of that relaxation's set.
+    """
+    sets = load_hull_sets(store, potential)
+    wanted = None if labels is None else set(labels)
+    newest: dict[str, tuple[datetime, str]] = {}
+    for sid, hs in sets.items():
+        for name, r in hs.rows.items():
+            if not name.startswith("relaxation:"):
+                continue
+            label = r["label"]
+            if wanted is not None and label not in wanted:
+                continue
+            if label.startswith(REFERENCE_PREFIX) and not include_references:
+                continue
+            if label not in newest or _created(r) > newest[label][0]:
+                newest[label] = (_created(r), sid)
+    out: list[StabilityDocument] = []
+    by_set: dict[str, list[dict[str, Any]]] = {}
+    for label, (_, sid) in newest.items():
+        by_set.setdefault(sid, []).append(sets[sid].rows[f"relaxation:{label}"])
+    for sid, rows in by_set.items():
+        out.extend(place(sets[sid], rows, e_hull_max))
+    return out
