@@ -36,8 +36,6 @@ SHAPES = {
                    edge_channels=128, num_layers=10, cutoff=6.0, num_distance_basis=10),
 }  # fmt: skip
 
-ENERGY_MEAN, RMSD = 0.37, 1.83  # normalizer of the energy task; forces and stress share RMSD
-
 
 def _perturb(state: dict, scale: float, gen: torch.Generator) -> dict:
     """Every floating tensor plus noise (an EMA copy that differs from the raw weights)."""
@@ -66,7 +64,22 @@ def _randomise(model: torch.nn.Module, gen: torch.Generator) -> None:
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
 
 
-def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "pos_emb") -> None:
+#: (mean, rmsd) of each output's normalizer, distinct so that a mix-up shows
+NORMS = {
+    "omat": {"energy": (0.37, 1.83), "forces": (0.0, 1.21), "stress": (0.002, 0.77)},
+    "omol": {"energy": (-0.8, 2.4), "forces": (0.0, 0.9), "stress": (0.0, 1.3)},
+}
+#: the systems each dataset is evaluated at (charge, spin); omol at a cation doublet... triplet
+SYSTEMS = {"omat": (0, 0), "omol": (1, 2)}
+
+
+def write_v2(
+    out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "pos_emb", style: str = "omol"
+) -> None:
+    """``style="omol"``: as fairchem 2.x's published eSEN files are built (the MoE backbone
+    class with ``num_experts=0``, one ``MLP_EFS_Head`` in a ``DatasetSpecificSingleHeadWrapper``
+    over omat and omol, tasks ``<dataset>_energy`` ...). ``"plain"``: ``eSCNMDBackbone`` with a
+    bare ``MLP_EFS_Head`` and one dataset's tasks."""
     from fairchem.core import FAIRChemCalculator
     from fairchem.core.units.mlip_unit import load_predict_unit
     from fairchem.core.units.mlip_unit.api.inference import (
@@ -76,23 +89,33 @@ def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    uma = "fairchem.core.models.uma"
+    datasets = ["omat", "omol"] if style == "omol" else ["omat"]
     backbone = dict(
-        model="fairchem.core.models.uma.escn_md.eSCNMDBackbone",
         max_num_elements=100, otf_graph=True, max_neighbors=max_neighbors,
         always_use_pbc=True, regress_forces=True, regress_stress=True, direct_forces=False,
         norm_type="rms_norm_sh", act_type="gate", ff_type="spectral",
         chg_spin_emb_type=csd, use_dataset_embedding=csd == "pos_emb",
         dataset_list=["omat", "omol"], **shape,
     )  # fmt: skip
+    if style == "omol":
+        backbone.update(model=f"{uma}.escn_moe.eSCNMDMoeBackbone", num_experts=0)
+        heads = {
+            "efs": {
+                "module": f"{uma}.escn_moe.DatasetSpecificSingleHeadWrapper",
+                "head_cls": f"{uma}.escn_md.MLP_EFS_Head",
+                "head_kwargs": {"wrap_property": False},
+                "dataset_names": datasets,
+            }
+        }
+    else:
+        backbone["model"] = f"{uma}.escn_md.eSCNMDBackbone"
+        heads = {"energyandforcehead": {"module": f"{uma}.escn_md.MLP_EFS_Head"}}
     model_config = OmegaConf.create(
         {
             "_target_": "fairchem.core.models.base.HydraModel",
             "backbone": backbone,
-            "heads": {
-                "energyandforcehead": {
-                    "module": "fairchem.core.models.uma.escn_md.MLP_EFS_Head",
-                }
-            },
+            "heads": heads,
             "pass_through_head_outputs": True,
             "otf_graph": True,
         }
@@ -101,14 +124,14 @@ def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
     torch.manual_seed(seed)
     model = instantiate(model_config)
     _randomise(model, gen)
-    refs = _element_refs(gen)
 
-    def task(name: str, level: str, dim: list, mean: float, with_refs: bool) -> dict:
+    def task(dataset: str, prop: str, level: str, dim: list) -> dict:
+        mean, rmsd = NORMS[dataset][prop]
         t = {
             "_target_": "fairchem.core.units.mlip_unit.mlip_unit.Task",
-            "name": name,
+            "name": f"{dataset}_{prop}" if style == "omol" else prop,
             "level": level,
-            "property": name,
+            "property": prop,
             "out_spec": {
                 "_target_": "fairchem.core.units.mlip_unit.mlip_unit.OutputSpec",
                 "dim": dim,
@@ -117,25 +140,23 @@ def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
             "normalizer": {
                 "_target_": "fairchem.core.modules.normalization.normalizer.Normalizer",
                 "mean": mean,
-                "rmsd": RMSD,
+                "rmsd": rmsd,
             },
-            "datasets": ["omat"],
+            "datasets": [dataset],
         }
-        if with_refs:
+        if prop == "energy":
             t["element_references"] = {
                 "_target_": "fairchem.core.modules.normalization.element_references."
                 "ElementReferences",
-                "element_references": {"_target_": "torch.DoubleTensor", "_args_": [refs.tolist()]},
+                "element_references": {
+                    "_target_": "torch.DoubleTensor",
+                    "_args_": [_element_refs(gen).tolist()],
+                },
             }
         return t
 
-    tasks_config = OmegaConf.create(
-        [
-            task("energy", "system", [1], ENERGY_MEAN, True),
-            task("forces", "atom", [3], 0.0, False),
-            task("stress", "system", [1, 9], 0.0, False),
-        ]
-    )
+    props = (("energy", "system", [1]), ("forces", "atom", [3]), ("stress", "system", [1, 9]))
+    tasks_config = OmegaConf.create([task(d, *p) for d in datasets for p in props])
     ema = torch.optim.swa_utils.AveragedModel(model)
     ema_state = _perturb(ema.state_dict(), 0.05, gen)
     ema_state["n_averaged"] = torch.tensor(17)
@@ -157,8 +178,18 @@ def write_v2(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
         base_precision_dtype=torch.float64,
     )
     unit = load_predict_unit(out / "checkpoint.pt", inference_settings=settings, device="cpu")
-    calc = FAIRChemCalculator(unit, task_name="omat")
-    _evaluate(out, calc, "float64", {"fairchem": version("fairchem-core"), "task": "omat"})
+    for dataset in datasets:
+        charge, spin = SYSTEMS[dataset]
+        meta = {"fairchem": version("fairchem-core"), "task": dataset, "charge": charge}
+        name = "reference.npz" if dataset == "omat" else f"reference_{dataset}.npz"
+        _evaluate(
+            out,
+            FAIRChemCalculator(unit, task_name=dataset),
+            "float64",
+            {**meta, "spin": spin, "style": style},
+            info={"charge": charge, "spin": spin},
+            name=name,
+        )
 
 
 def write_v1(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "") -> None:
@@ -210,9 +241,8 @@ def write_v1(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
         "step": 1234,
         "state_dict": state,
         "normalizers": {
-            "energy": {"mean": torch.tensor(ENERGY_MEAN), "rmsd": torch.tensor(RMSD)},
-            "forces": {"mean": torch.tensor(0.0), "rmsd": torch.tensor(RMSD)},
-            "stress": {"mean": torch.tensor(0.0), "rmsd": torch.tensor(RMSD)},
+            key: {"mean": torch.tensor(mean), "rmsd": torch.tensor(rmsd)}
+            for key, (mean, rmsd) in NORMS["omat"].items()
         },
         "elementrefs": {"energy": {"element_references": refs.float()}},
         "config": config,
@@ -235,13 +265,14 @@ def write_v1(out: Path, shape: dict, seed: int, max_neighbors: int, csd: str = "
     # above must be ignored); outputs are denormalised, then element references added
     model.eval()
     meta = {"fairchem": version("fairchem-core")}
-    shipped = _V1Calculator(model, refs.float(), "float32")
-    _evaluate(out, _V1Calculator(model, refs.float()), "float64 (graph float32)", meta, shipped)
+    shipped = _V1Calculator(model, ckpt, "float32")
+    _evaluate(out, _V1Calculator(model, ckpt), "float64 (graph float32)", meta, shipped)
 
 
 class _V1Calculator:
-    """fairchem 1.10's OCPTrainer.predict path for one structure: the model, then the
-    normalizers, then the element references.
+    """fairchem 1.10's OCPTrainer.predict path for one structure: the model, then its
+    ``_denorm_preds``: the checkpoint's normalizers and element references, rebuilt by
+    fairchem's own ``create_normalizer`` / ``create_element_references`` from the file.
 
     ``precision="float32"`` is OCPCalculator as shipped. ``"float64"``: fairchem's own graph
     (built in float32 by its ``generate_graph``, which fails in float64) handed to the same model
@@ -249,8 +280,19 @@ class _V1Calculator:
     comparison is not blurred by float32 Euler angles near the y axis.
     """
 
-    def __init__(self, model, refs, precision: str = "float64"):
-        self.model, self.refs, self.precision = model, refs, precision
+    def __init__(self, model, checkpoint: dict, precision: str = "float64"):
+        from fairchem.core.modules.normalization.element_references import (
+            create_element_references,
+        )
+        from fairchem.core.modules.normalization.normalizer import create_normalizer
+
+        self.model, self.precision = model, precision
+        self.normalizers = {
+            k: create_normalizer(state_dict=v) for k, v in checkpoint["normalizers"].items()
+        }
+        self.refs = {
+            k: create_element_references(state_dict=v) for k, v in checkpoint["elementrefs"].items()
+        }
 
     def evaluate_one(self, atoms):
         from fairchem.core.preprocessing import AtomsToGraphs
@@ -260,14 +302,15 @@ class _V1Calculator:
         data = Batch.from_data_list([a2g.convert(atoms)])
         data.pos = data.pos.float()
         data.cell = data.cell.float()
+        data.atomic_numbers_full = data.atomic_numbers.long()
+        data.batch_full = data.batch
         backbone = self.model.backbone
+        dtype = torch.float64 if self.precision == "float64" else torch.float32
         if self.precision == "float64":
             graph = backbone.generate_graph(data)
             data.edge_index = graph["edge_index"]
             data.cell_offsets = graph["cell_offsets"]
             data.nedges = torch.tensor([graph["edge_index"].shape[1]])
-            data.atomic_numbers_full = data.atomic_numbers.long()
-            data.batch_full = data.batch
             data.pos, data.cell = data.pos.double(), data.cell.double()
             backbone.otf_graph = False
             self.model.double()
@@ -276,18 +319,24 @@ class _V1Calculator:
         finally:
             backbone.otf_graph = True
             self.model.float()
-        energy = out["energy"].detach().double() * RMSD + ENERGY_MEAN
-        energy = energy + self.refs[data.atomic_numbers.long()].double().sum()
-        forces = out["forces"].detach().double() * RMSD
-        stress = out["stress"].detach().double().view(3, 3) * RMSD
-        return float(energy), forces.numpy(), stress.numpy()
+        results = {}
+        shapes = {"energy": (1, -1), "forces": (-1, 3), "stress": (1, 9)}  # as OCPTrainer
+        for key in ("energy", "forces", "stress"):  # OCPTrainer._denorm_preds
+            pred = self.normalizers[key].to(dtype)(out[key].detach().view(*shapes[key]))
+            if key in self.refs:
+                pred = self.refs[key].to(dtype)(pred, data)
+            results[key] = pred.double()
+        stress = results["stress"].view(3, 3)
+        return float(results["energy"]), results["forces"].numpy(), stress.numpy()
 
 
 _EVALUATE = True
 _MAX_ATOMS: int | None = None
 
 
-def _evaluate(out: Path, calc, dtype: str, meta: dict, calc32=None) -> None:
+def _evaluate(
+    out: Path, calc, dtype: str, meta: dict, calc32=None, info=None, name="reference.npz"
+) -> None:
     if not _EVALUATE:
         print(f"wrote {out / 'checkpoint.pt'} (no reference)")
         return
@@ -295,6 +344,7 @@ def _evaluate(out: Path, calc, dtype: str, meta: dict, calc32=None) -> None:
     rows = {"energy": [], "forces": [], "stress": [], "numbers": [], "positions": [], "cells": []}
     for atoms in structures:
         atoms = atoms.copy()
+        atoms.info.update(info or {})
         if isinstance(calc, _V1Calculator):
             e, f, s = calc.evaluate_one(atoms)
         else:
@@ -315,7 +365,7 @@ def _evaluate(out: Path, calc, dtype: str, meta: dict, calc32=None) -> None:
         rows["cells"].append(atoms.cell.array)
     counts = np.array([len(a) for a in structures])
     np.savez_compressed(
-        out / "reference.npz",
+        out / name,
         labels=np.array([a.info["label"] for a in structures]),
         counts=counts,
         numbers=np.concatenate(rows["numbers"]),
@@ -334,7 +384,9 @@ def _evaluate(out: Path, calc, dtype: str, meta: dict, calc32=None) -> None:
             else {}
         ),
     )
-    (out / "meta.json").write_text(json.dumps({**meta, "dtype": dtype}, indent=1))
+    (out / name.replace("reference", "meta").replace(".npz", ".json")).write_text(
+        json.dumps({**meta, "dtype": dtype}, indent=1)
+    )
     print(f"wrote {out} ({(out / 'checkpoint.pt').stat().st_size / 1e3:.0f} kB)")
 
 
@@ -345,6 +397,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--max-neighbors", type=int, default=300)
     ap.add_argument("--no-reference", action="store_true", help="write the checkpoint only")
+    ap.add_argument(
+        "--style",
+        choices=["omol", "plain"],
+        default="omol",
+        help="2.x: the published files' layout (MoE class with no experts, a wrapped head, "
+        "omat and omol tasks) or a bare eSCNMDBackbone + MLP_EFS_Head",
+    )
     ap.add_argument(
         "--max-atoms",
         type=int,
@@ -360,10 +419,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     major = int(version("fairchem-core").split(".")[0])
-    write = write_v1 if major == 1 else write_v2
     global _EVALUATE, _MAX_ATOMS
     _EVALUATE, _MAX_ATOMS = not args.no_reference, args.max_atoms
-    write(args.out, SHAPES[args.shape], args.seed, args.max_neighbors, args.csd)
+    if major == 1:
+        write_v1(args.out, SHAPES[args.shape], args.seed, args.max_neighbors)
+    else:
+        write_v2(args.out, SHAPES[args.shape], args.seed, args.max_neighbors, args.csd, args.style)
 
 
 if __name__ == "__main__":

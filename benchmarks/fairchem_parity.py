@@ -6,7 +6,8 @@ non-trivial normalizers, element references and an EMA copy, and evaluates it wi
 inference: 2.x load_predict_unit + FAIRChemCalculator in float64; 1.x the OCPCalculator path,
 its graph built in float32 by its own code (which fails in float64) and the model in float64,
 and the float32 path as shipped for information. esen-flows then loads the same file through
-``get_potential("esen:PATH")`` and evaluates the same cells. Cases cover seeds and shapes the
+``load_model`` / ``load_fairchem`` (what ``esen:PATH`` and ``esen-flows convert`` use) and
+evaluates the same cells. Cases cover seeds and shapes the
 tests have not seen, the published 30M-OAM and 30M-MP shapes (on the cells of up to 16 atoms:
 fairchem's 30M model in float64 on the 200-atom cell needs more than this machine's 23 GB), no
 neighbour cap and the 2.x charge/spin embedding variants.
@@ -31,27 +32,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = {  # name: (fairchem version, shape, seed, max_neighbors, 2.x charge/spin embedding)
-    "v2-small-nocap": ("2", "small", 11, -1, "pos_emb"),
-    "v2-small-rand": ("2", "small", 12, 300, "rand_emb"),
-    "v2-30m-oam": ("2", "30m-oam", 5, 300, "pos_emb"),
-    "v2-30m-mp": ("2", "30m-mp", 6, -1, "pos_emb"),
-    "v1-small-nocap": ("1", "small", 14, 100000, ""),  # 1.x fails on -1
-    "v1-30m-oam": ("1", "30m-oam", 5, 300, ""),
-    "v1-30m-mp": ("1", "30m-mp", 6, 300, ""),
+CASES = {  # name: (fairchem version, shape, seed, max_neighbors, 2.x charge/spin embedding,
+    # 2.x layout: "omol" as the published files (MoE class with no experts, wrapped head, omat
+    # and omol tasks, the omol one checked at charge +1 spin 2) or "plain")
+    "v2-small-nocap": ("2", "small", 11, -1, "pos_emb", "plain"),
+    "v2-small-rand": ("2", "small", 12, 300, "rand_emb", "omol"),
+    "v2-30m-oam": ("2", "30m-oam", 5, 300, "pos_emb", "omol"),
+    "v2-30m-mp": ("2", "30m-mp", 6, -1, "pos_emb", "plain"),
+    "v1-small-nocap": ("1", "small", 14, 100000, "", ""),  # 1.x fails on -1
+    "v1-30m-oam": ("1", "30m-oam", 5, 300, "", ""),
+    "v1-30m-mp": ("1", "30m-mp", 6, 300, "", ""),
 }
 TOLERANCE = {"2": (1e-6, 1e-6), "1": (1e-6, 1e-5)}
 
 
 def write(case: str, out: Path) -> None:
-    version, shape, seed, cap, csd = CASES[case]
+    version, shape, seed, cap, csd, style = CASES[case]
     venv = ROOT / (".venv-fairchem" if version == "2" else ".venv-fairchem1")
     env = dict(os.environ)
     if version == "1":
         env["PYTHONPATH"] = str(ROOT / "benchmarks" / "fairchem1_shims")
     cmd = [str(venv / "bin" / "python"), str(ROOT / "benchmarks" / "_fairchem_write.py")]
     cmd += ["--out", str(out), "--shape", shape, "--seed", str(seed)]
-    cmd += ["--max-neighbors", str(cap)] + (["--csd", csd] if csd else [])
+    cmd += ["--max-neighbors", str(cap)] + (["--csd", csd, "--style", style] if csd else [])
     if shape != "small":  # fairchem's 30M model in float64 on 200 atoms needs over 20 GB
         cmd += ["--max-atoms", "16"]
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
@@ -72,8 +75,9 @@ def _float32_errors(path: Path) -> dict:
 
 
 def main() -> None:
+    from esen_flows.model.checkpoints import load_model
+    from esen_flows.model.fairchem import load_fairchem
     from esen_flows.model.parity import Reference, parity
-    from esen_flows.potentials import clear_cache, get_potential
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=",".join(CASES))
@@ -85,16 +89,22 @@ def main() -> None:
             t0 = time.perf_counter()
             write(case, Path(tmp))
             t_fairchem = time.perf_counter() - t0
-            clear_cache()
-            potential = get_potential(f"esen:{tmp}/checkpoint.pt", dtype="float64")
-            rows = parity(potential.model, Reference.read(Path(tmp) / "reference.npz"))
+            path = Path(tmp) / "checkpoint.pt"
+            checks = [("omat", {}, "reference.npz")]
+            if CASES[case][5] == "omol":
+                checks.append(("omol", {"charge": 1, "spin": 2}, "reference_omol.npz"))
+            rows = []
+            for task, system, name in checks:
+                model = load_model(path) if version == "1" else load_fairchem(path, task, **system)
+                rows += parity(model, Reference.read(Path(tmp) / name))
             f32 = _float32_errors(Path(tmp) / "reference.npz") if version == "1" else None
         energy = max(r["energy_rel"] for r in rows)
         rest = max(max(r["forces_rel"], r["stress_rel"]) for r in rows)
         tol_e, tol_fs = TOLERANCE[version]
         ok = energy < tol_e and rest < tol_fs
-        params = potential.model.num_parameters()
-        print(f"{case}: {params:,} parameters, fairchem {t_fairchem:.0f} s")
+        params = model.num_parameters()
+        tasks = "+".join(t for t, _, _ in checks)
+        print(f"{case} ({tasks}): {params:,} parameters, fairchem {t_fairchem:.0f} s")
         for r in rows:
             print(
                 f"  {r['label']:32s} {r['atoms']:4d} atoms  E {r['energy']:+.8e} "

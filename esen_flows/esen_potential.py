@@ -115,6 +115,11 @@ class ESENPotential:
         self.name = name
         self.checksum = checksum
         self.elements: frozenset[str] | None = model.config.supported_elements
+        source = (getattr(model, "metadata", None) or {}).get("source", {})
+        #: the charge and spin a fairchem 2.x model was loaded for (None otherwise)
+        self.system = (
+            {"charge": source["charge"], "spin": source["spin"]} if "spin" in source else None
+        )
         self._budget = budget
 
     def bytes_per_edge(self) -> int:

@@ -8,7 +8,7 @@
 - ``"esen:PATH"`` and ``"esen-emt-tiny"``: the eSEN model, once ``esen_flows.model`` provides it.
 
 Potentials are cached per process, so a job that asks for the same name again reuses the loaded
-model (DESIGN.md: one model load per process).
+model (one model load per process).
 """
 
 from __future__ import annotations
@@ -171,6 +171,24 @@ def check_elements(potential: Potential, structure: Structure | Atoms) -> None:
             f"{name}: element {', '.join(missing)} not supported by potential {potential.name!r} "
             f"(it knows {', '.join(sorted(potential.elements))})"
         )
+    check_system(potential, structure)
+
+
+def check_system(potential: Potential, structure: Structure | Atoms) -> None:
+    """Raise ``PotentialError`` when a structure states a charge or spin (``atoms.info`` or
+    ``Structure.properties``) other than the one a potential was built for (fairchem 2.x
+    eSENs fold them into the model when loaded)."""
+    system = getattr(potential, "system", None)
+    if not system:
+        return
+    info = structure.info if isinstance(structure, Atoms) else structure.properties
+    for key in ("charge", "spin"):
+        if key in info and info[key] is not None and int(info[key]) != system[key]:
+            name = get_label(structure) or "structure"
+            raise PotentialError(
+                f"{name}: {key} {info[key]} differs from the {key} {system[key]} potential "
+                f"{potential.name!r} was loaded for (convert the checkpoint with --{key})"
+            )
 
 
 @dataclass

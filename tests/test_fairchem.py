@@ -26,7 +26,7 @@ from esen_flows.model.esen import ESEN, CheckpointError
 from esen_flows.model.fairchem import UnsupportedCheckpointError, load_fairchem, sha256
 from esen_flows.model.parity import Reference, parity
 from esen_flows.model.safe_load import load_data
-from esen_flows.potentials import clear_cache, get_potential
+from esen_flows.potentials import PotentialError, clear_cache, get_potential
 
 DATA = Path(__file__).parent / "data" / "fairchem"
 # (energy relative, forces and stress relative to the set's largest). Both references are
@@ -41,10 +41,22 @@ def _worst(rows: list[dict]) -> tuple[float, float]:
     return energy, rest
 
 
+def _model(version: str, task: str = "omat", **system):
+    """The fixture's model as fairchem's inference runs it (2.x: for one task)."""
+    path = DATA / version / "checkpoint.pt"
+    return load_model(path) if version == "v1" else load_fairchem(path, task=task, **system)
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_fairchem_checkpoint_gives_fairchem_numbers(version):
+def test_fairchem_checkpoint_gives_fairchem_numbers(version, tmp_path):
     clear_cache()
     path = DATA / version / "checkpoint.pt"
+    if version == "v2":  # two tasks (omat, omol): esen:PATH needs a converted file
+        with pytest.raises(PotentialError, match="--task"):
+            get_potential(f"esen:{path}")
+        converted = tmp_path / "omat.pt"
+        assert cli_main(["convert", str(path), str(converted), "--task", "omat"]) == 0
+        path = converted
     potential = get_potential(f"esen:{path}", dtype="float64")
     reference = Reference.read(DATA / version / "reference.npz")
     rows = parity(potential.model, reference)
@@ -61,10 +73,30 @@ def test_fairchem_checkpoint_gives_fairchem_numbers(version):
     assert source["weights"].startswith("ema" if version == "v2" else "state_dict")
 
 
+def test_v2_other_task_and_system(tmp_path):
+    """The omol task at charge +1, spin 2 (fairchem evaluated it there): another normalizer,
+    other element references, another point of the charge/spin embeddings."""
+    reference = Reference.read(DATA / "v2" / "reference_omol.npz")
+    energy, rest = _worst(parity(_model("v2", "omol", charge=1, spin=2), reference))
+    assert energy < 1e-6 and rest < 1e-6
+    energy, rest = _worst(parity(_model("v2", "omol", charge=1), reference))  # spin 1
+    assert energy > 1e-3
+    # a potential made for one system refuses a structure that states another
+    target = tmp_path / "omol.pt"
+    convert(DATA / "v2" / "checkpoint.pt", target, task="omol", charge=1, spin=2)
+    potential = get_potential(f"esen:{target}")
+    atoms = reference.structures[0].copy()
+    atoms.info.update(label="neutral", charge=0)
+    with pytest.raises(PotentialError, match="neutral: charge 0 differs"):
+        potential.evaluate([atoms])
+    with pytest.raises(CheckpointError, match="spin=500"):
+        load_fairchem(DATA / "v2" / "checkpoint.pt", task="omol", spin=500)
+
+
 def _ablations(version: str) -> dict:
     """Models each missing one thing fairchem's inference applies."""
     out = {}
-    model = load_model(DATA / version / "checkpoint.pt")
+    model = _model(version)
 
     def variant(**changes):
         m = ESEN(dataclasses.replace(model.config, **changes))
@@ -83,7 +115,8 @@ def _ablations(version: str) -> dict:
         out["no system embedding"] = variant(system_embedding=False)
         data = load_data(DATA / version / "checkpoint.pt")
         data.state["ema_state_dict"] = {}  # the raw weights instead of the EMA
-        out["raw weights"] = load_fairchem(DATA / version / "checkpoint.pt", data=data)
+        out["raw weights"] = load_fairchem(DATA / version / "checkpoint.pt", "omat", data=data)
+        out["another task's normalizers"] = _model(version, "omol", charge=0, spin=0)
     return out
 
 
@@ -101,12 +134,12 @@ def test_each_ingredient_matters(version):
 def test_convert_keeps_results_and_provenance(tmp_path):
     source = DATA / "v2" / "checkpoint.pt"
     target = tmp_path / "esen-small.pt"
-    assert cli_main(["convert", str(source), str(target), "--json"]) == 0
+    assert cli_main(["convert", str(source), str(target), "--task", "omat", "--json"]) == 0
     converted = load_model(target)
     assert converted.metadata["source"]["source_sha256"] == sha256(source)
     assert converted.metadata["source"]["task"] == "omat"
     reference = Reference.read(DATA / "v2" / "reference.npz")
-    a = parity(load_model(source), reference)
+    a = parity(_model("v2"), reference)
     b = parity(converted, reference)
     assert [r["energy"] for r in a] == [r["energy"] for r in b]
     # the converted file is plain data: torch's own weights_only loader reads it
@@ -129,6 +162,25 @@ def test_unsupported_models_are_refused_by_name(tmp_path, field, value):
     path = tmp_path / "odd.pt"
     torch.save(data, path)
     with pytest.raises(UnsupportedCheckpointError, match=f"{field}={value!r}"):
+        load_model(path)
+
+
+def test_v1_without_direct_forces_field_loads(tmp_path):
+    """1.x's EFS head makes the backbone conservative itself: the field is moot."""
+    data = _v1_dict()
+    data["config"]["model"]["backbone"].pop("direct_forces")
+    path = tmp_path / "no-field.pt"
+    torch.save(data, path)
+    reference = Reference.read(DATA / "v1" / "reference.npz")
+    assert max(_worst(parity(load_model(path), reference))) < 1e-5
+
+
+def test_weights_without_a_place_are_refused(tmp_path):
+    data = _v1_dict()
+    data["state_dict"]["module.backbone.force_block.weight"] = torch.zeros(3)
+    path = tmp_path / "extra.pt"
+    torch.save(data, path)
+    with pytest.raises(UnsupportedCheckpointError, match="force_block"):
         load_model(path)
 
 
@@ -241,7 +293,7 @@ def test_screen_from_the_command_line_with_a_fairchem_file(tmp_path):
     write(tmp_path / "Cu.cif", bulk("Cu", "fcc", a=3.6))
     write(tmp_path / "Au.cif", bulk("Au", "fcc", a=4.1))
     store = tmp_path / "store"
-    path = DATA / "v2" / "checkpoint.pt"
+    path = DATA / "v1" / "checkpoint.pt"  # the published eSEN-30M files' format
     files = [str(tmp_path / "Cu.cif"), str(tmp_path / "Au.cif")]
     code = cli_main(
         ["screen", *files, "--store", str(store), "--potential", f"esen:{path}", "--max-steps", "5"]

@@ -1,4 +1,4 @@
-"""Structure input and label rules (DESIGN.md contracts)."""
+"""Structure input and label rules."""
 
 from __future__ import annotations
 

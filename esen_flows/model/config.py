@@ -47,8 +47,8 @@ class ESENConfig:
         paper's smooth model; fairchem 1.x checkpoints may have it off).
     max_neighbors
         fairchem's neighbour cap: an atom with more neighbours within the cutoff keeps those
-        no farther than its (max_neighbors + 1)-th nearest plus 0.01 A (non-smooth); None = no
-        cap (the paper's eSEN).
+        whose squared distance is at most its (max_neighbors + 1)-th nearest's plus 0.01 A^2
+        (non-smooth); None = no cap (the paper's eSEN).
     y_clip
         fairchem 1.x's ``rot_clip``: an edge within about 1.4 mrad of the y axis
         (|y| > 0.999999) is snapped onto it and its frame carries no gradient, so forces and

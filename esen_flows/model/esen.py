@@ -33,11 +33,12 @@ from esen_flows.model.layers import (
     truncated_layout,
 )
 from esen_flows.model.rotation import WignerD, edge_rotation
+from esen_flows.model.safe_load import load_data
 
 CHECKPOINT_FORMAT = "esen-flows-checkpoint"
+CHECKPOINT_VERSION = 1
 #: fairchem 1.x's YTOL: |y| of a unit edge direction above which its frame is clipped
 Y_CLIP = 0.999999
-CHECKPOINT_VERSION = 1
 
 
 class CheckpointError(ValueError):
@@ -490,14 +491,10 @@ class ESEN(nn.Module):
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load and validate the plain-data dict of a checkpoint (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # weights_only: nothing runs; any parse failure means 'not ours'
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not an esen-flows checkpoint ({first})") from None
+        data = load_data(path, map_location)
+    except (FileNotFoundError, ValueError) as exc:  # weights_only: nothing in the file runs
+        raise CheckpointError(str(exc)) from None
     return check_checkpoint(data, path)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,17 @@ from esen_flows.model.safe_load import InferenceCheckpoint, load_data, to_plain
 V1_BACKBONES = ("esen_backbone",)
 V1_HEADS = ("esen_mlp_efs_head",)
 V2_BACKBONES = ("eSCNMDBackbone", "escnmd_backbone")
+#: fairchem 2.x's eSEN files use the MoE backbone class with no experts (fairchem's own
+#: ``models/uma/compat.py`` calls ``num_experts == 0`` "not UMA"): the plain backbone
+V2_MOE_BACKBONES = ("eSCNMDMoeBackbone", "escnmd_moe_backbone")
 V2_HEADS = ("MLP_EFS_Head", "escnmd_mlp_efs_head")
+#: one head wrapped for its datasets (outputs named ``<dataset>_energy``, ...)
+V2_WRAPPERS = ("DatasetSpecificSingleHeadWrapper", "dataset_specific_single_head_wrapper")
+#: fairchem state-dict entries derived from the config (or folded into one system vector)
+UNUSED = re.compile(
+    r"(^n_averaged$|\.Jd_\d+$|expand_index$|balance_degree_weight$|distance_expansion\.offset$"
+    r"|^backbone\.(mix_csd|charge_embedding|spin_embedding|dataset_embedding)\.)"
+)
 
 
 class UnsupportedCheckpointError(CheckpointError):
@@ -66,11 +77,11 @@ def _short(name: Any) -> str:
     return str(name).rsplit(".", 1)[-1]
 
 
-def _require(cfg: dict, field: str, allowed: tuple, default: Any, path: Path, where: str) -> Any:
+def _require(cfg: dict, field: str, allowed: tuple, default: Any, where: str) -> Any:
     value = cfg.get(field, default)
     if value not in allowed:
         raise UnsupportedCheckpointError(
-            f"{path}: {where}.{field}={value!r} is not supported (esen-flows implements "
+            f"{where}.{field}={value!r} is not supported (esen-flows implements "
             f"{', '.join(map(repr, allowed))}; it will not run a different model in its place)"
         )
     return value
@@ -82,25 +93,26 @@ def _cap(value: Any) -> int | None:
     return int(value)
 
 
-def _config(backbone: dict, head_channels: int, path: Path, where: str) -> dict[str, Any]:
-    """The ESENConfig fields of a fairchem eSEN backbone config (1.x or 2.x names)."""
-    _require(backbone, "act_type", ("gate",), "s2" if where.endswith("1") else "gate", path, where)
-    ff_field = "mlp_type" if "mlp_type" in backbone or where.endswith("1") else "ff_type"
-    _require(backbone, ff_field, ("spectral",), "grid", path, where)
-    _require(backbone, "norm_type", ("rms_norm_sh",), "rms_norm_sh", path, where)
-    _require(backbone, "distance_function", ("gaussian",), "gaussian", path, where)
-    _require(backbone, "direct_forces", (False,), True, path, where)
+def _config(backbone: dict, version: int, where: str) -> dict[str, Any]:
+    """The ESENConfig fields of a fairchem eSEN backbone config (1.x or 2.x names and
+    defaults)."""
+    _require(backbone, "act_type", ("gate",), "s2" if version == 1 else "gate", where)
+    if version == 1:
+        _require(backbone, "mlp_type", ("spectral",), "grid", where)
+        # esen_mlp_efs_head sets backbone.direct_forces = False itself: the field is moot
+    else:
+        _require(backbone, "ff_type", ("spectral",), "grid", where)
+        _require(backbone, "direct_forces", (False,), True, where)
+    _require(backbone, "norm_type", ("rms_norm_sh",), "rms_norm_sh", where)
+    _require(backbone, "distance_function", ("gaussian",), "gaussian", where)
     for field in ("charge_balanced_channels", "spin_balanced_channels"):
         if backbone.get(field):
             raise UnsupportedCheckpointError(
-                f"{path}: {where}.{field}={backbone[field]!r} is not supported"
+                f"{where}.{field}={backbone[field]!r} is not supported"
             )
-    max_z = int(backbone.get("max_num_elements", 100))
     hidden = int(backbone.get("hidden_channels", 128))
-    if head_channels != hidden:
-        raise UnsupportedCheckpointError(f"{path}: energy head width {head_channels} != {hidden}")
     return dict(
-        max_atomic_number=max_z - 1,  # fairchem's tables have a row for Z = 0
+        max_atomic_number=int(backbone.get("max_num_elements", 100)) - 1,  # a row for Z = 0
         lmax=int(backbone.get("lmax", 2)),
         mmax=int(backbone.get("mmax", 2)),
         channels=int(backbone.get("sphere_channels", 128)),
@@ -115,15 +127,21 @@ def _config(backbone: dict, head_channels: int, path: Path, where: str) -> dict[
     )
 
 
-def _weights(fc: dict[str, torch.Tensor], model: ESEN, head: str) -> dict[str, torch.Tensor]:
-    """fairchem parameter names and layouts -> ESEN's state dict (every ESEN entry filled)."""
+def _weights(fc: dict[str, torch.Tensor], cfg: ESENConfig, head: str) -> dict[str, torch.Tensor]:
+    """fairchem parameter names and layouts -> ESEN's state dict (every ESEN entry filled).
+
+    ``head`` is the prefix of the energy head's ``energy_block``. A fairchem weight that is
+    neither used here nor a derived buffer (``UNUSED``) is an error: it would be part of a
+    model esen-flows does not run.
+    """
     b = "backbone."
-    cfg = model.config
     out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
         if name not in fc:
             raise CheckpointError(f"the checkpoint has no weight {name!r}")
+        used.add(name)
         return fc[name].detach()
 
     for ours, theirs in (
@@ -171,7 +189,13 @@ def _weights(fc: dict[str, torch.Tensor], model: ESEN, head: str) -> dict[str, t
     norm("norm_final", f"{b}norm")
     for i in (0, 2, 4):
         for part in ("weight", "bias"):
-            out[f"energy_head.{i}.{part}"] = take(f"output_heads.{head}.energy_block.{i}.{part}")
+            out[f"energy_head.{i}.{part}"] = take(f"{head}energy_block.{i}.{part}")
+    left = sorted(k for k in fc if k not in used and not UNUSED.search(k))
+    if left:
+        raise UnsupportedCheckpointError(
+            f"{len(left)} weights esen-flows' eSEN has no place for (e.g. {left[:3]}): a "
+            "different model"
+        )
     return out
 
 
@@ -183,24 +207,33 @@ def _strip(state: dict, prefix: str = "module.") -> dict[str, torch.Tensor]:
     }
 
 
-def _energy_head(heads: dict, allowed: tuple, path: Path, where: str) -> str:
+def _energy_head(heads: Any, version: int, where: str) -> tuple[str, str]:
+    """The one energy/forces/stress head: its name and the prefix of its weights."""
     if not isinstance(heads, dict) or len(heads) != 1:
         names = sorted(heads) if isinstance(heads, dict) else heads
         raise UnsupportedCheckpointError(
-            f"{path}: {where}.heads={names!r}: esen-flows runs one energy/forces/stress head"
+            f"{where}.heads={names!r}: esen-flows runs one energy/forces/stress head"
         )
     ((name, spec),) = heads.items()
-    module = _short((spec or {}).get("module"))
+    spec = spec if isinstance(spec, dict) else {}
+    module = _short(spec.get("module"))
+    prefix = f"output_heads.{name}."
+    kwargs = spec
+    if version == 2 and module in V2_WRAPPERS:
+        module, prefix = _short(spec.get("head_cls")), f"output_heads.{name}.head."
+        kwargs = spec.get("head_kwargs") or {}
+        where, field = f"{where}.heads.{name}", "head_cls"
+    else:
+        where, field = f"{where}.heads.{name}", "module"
+    allowed = V1_HEADS if version == 1 else V2_HEADS
     if module not in allowed:
         raise UnsupportedCheckpointError(
-            f"{path}: {where}.heads.{name}.module={spec.get('module')!r} is not supported "
-            f"(esen-flows implements {', '.join(allowed)})"
+            f"{where}.{field}={spec.get(field)!r} is not supported (esen-flows implements "
+            f"{', '.join(allowed)})"
         )
-    if (spec or {}).get("reduce", "sum") != "sum":
-        raise UnsupportedCheckpointError(
-            f"{path}: {where}.heads.{name}.reduce={spec['reduce']!r} is not supported"
-        )
-    return name
+    if kwargs.get("reduce", "sum") != "sum":
+        raise UnsupportedCheckpointError(f"{where}.reduce={kwargs['reduce']!r} is not supported")
+    return name, prefix
 
 
 def _scalar(value: Any) -> float:
@@ -210,88 +243,99 @@ def _scalar(value: Any) -> float:
 def _norm_pair(spec: Any) -> tuple[float, float]:
     if not spec:
         return (0.0, 1.0)
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"a normalizer in an unknown form ({type(spec).__name__})")
     rmsd = spec.get("rmsd", spec.get("stdev", spec.get("std", 1.0)))
     return (_scalar(spec.get("mean", 0.0)), _scalar(rmsd))
 
 
-def _refs_tensor(spec: Any, path: Path) -> torch.Tensor | None:
+def _refs_tensor(spec: Any) -> torch.Tensor | None:
     """Element references as a float64 tensor indexed by Z, from any of fairchem's spellings."""
     if spec is None:
         return None
     if isinstance(spec, dict):
         if "element_references" in spec:
-            return _refs_tensor(spec["element_references"], path)
+            return _refs_tensor(spec["element_references"])
         if "_args_" in spec:
-            return _refs_tensor(spec["_args_"][0], path)
-        raise CheckpointError(f"{path}: element references in an unknown form {sorted(spec)}")
+            return _refs_tensor(spec["_args_"][0])
+        raise CheckpointError(f"element references in an unknown form {sorted(spec)}")
     return torch.as_tensor(spec, dtype=torch.float64).reshape(-1)
 
 
-def _build(config: dict, weights: dict, refs: torch.Tensor | None, extra: dict) -> ESEN:
-    model = ESEN(ESENConfig(**config))
+def _build(config: dict, fc: dict, head: str, refs: torch.Tensor | None, system=None) -> ESEN:
+    """The ESEN of ``config`` with fairchem's weights ``fc`` (head prefix ``head``)."""
+    try:
+        esen_config = ESENConfig(**config)
+    except ValueError as exc:
+        raise UnsupportedCheckpointError(str(exc)) from None
+    weights = _weights(fc, esen_config, head)
+    model = ESEN(esen_config)
     state = model.state_dict()
-    derived = {"element_energies", "system_embedding", "rbf.centres"}  # set from the config
-    missing = sorted(set(state) - set(weights) - derived)
-    if missing:
-        raise CheckpointError(f"weights missing after conversion: {missing[:3]}")
     for k, v in weights.items():
-        if v.shape != state[k].shape:
-            raise CheckpointError(f"weight {k}: shape {tuple(v.shape)} != {tuple(state[k].shape)}")
+        if k not in state or v.shape != state[k].shape:
+            raise CheckpointError(
+                f"weight {k}: shape {tuple(v.shape)} does not fit the config "
+                f"({tuple(state[k].shape) if k in state else 'no such weight'})"
+            )
         state[k] = v.to(state[k].dtype)
     if refs is not None:
         n = min(len(refs), model.num_elements)
         state["element_energies"][:n] = refs[:n]
-    if "system_embedding" in extra:
-        state["system_embedding"] = extra["system_embedding"]
+    if system is not None:
+        state["system_embedding"] = system
     model.load_state_dict(state)
     return model
 
 
-def _v1(data: dict, path: Path) -> tuple[ESEN, dict]:
+def _v1(data: dict) -> tuple[ESEN, dict]:
+    data = to_plain(data)
     where = "config.model"
-    model_cfg = data["config"].get("model", {})
-    _require(model_cfg, "name", ("hydra",), None, path, where)
-    backbone = model_cfg.get("backbone", {})
-    _require(backbone, "model", V1_BACKBONES, None, path, f"{where}.backbone")
-    head = _energy_head(model_cfg.get("heads"), V1_HEADS, path, where)
-    weights_in = _strip(data["state_dict"])
-    head_w = weights_in.get(f"output_heads.{head}.energy_block.0.weight")
-    config = _config(backbone, head_w.shape[0] if head_w is not None else -1, path, "backbone-1")
+    model_cfg = data["config"].get("model") or {}
+    _require(model_cfg, "name", ("hydra",), None, where)
+    backbone = model_cfg.get("backbone") or {}
+    _require(backbone, "model", V1_BACKBONES, None, f"{where}.backbone")
+    head, prefix = _energy_head(model_cfg.get("heads"), 1, where)
+    config = _config(backbone, 1, f"{where}.backbone")
     config["use_envelope"] = bool(backbone.get("use_envelope", False))
-    config["y_clip"] = True  # rot_clip = not direct_forces, and direct models are refused
-    normalizers = data.get("normalizers") or {}
+    config["y_clip"] = True  # the EFS head makes the backbone conservative: rot_clip on
     renamed = {"target": "energy", "grad_target": "forces"}
-    norms = {renamed.get(k, k): _norm_pair(v) for k, v in normalizers.items()}
+    norms = {renamed.get(k, k): _norm_pair(v) for k, v in (data.get("normalizers") or {}).items()}
     config["normalizers"] = {k: v for k, v in norms.items() if k in ("energy", "forces", "stress")}
-    refs = _refs_tensor((data.get("elementrefs") or {}).get("energy"), path)
-    probe = ESEN(ESENConfig(**config))
-    model = _build(config, _weights(weights_in, probe, head), refs, {})
+    refs = _refs_tensor((data.get("elementrefs") or {}).get("energy"))
+    model = _build(config, _strip(data["state_dict"]), prefix, refs)
     info = {
         "format": "fairchem-1",
         "head": head,
         "weights": "state_dict (fairchem 1.x inference does not load the EMA)",
         "normalizers": {k: list(v) for k, v in config["normalizers"].items()},
         "element_references": refs is not None,
-        "fairchem_backbone": dict(backbone),
+        "fairchem_backbone": backbone,
     }
     return model, info
+
+
+#: fairchem's accepted ranges (validate_uma_atoms_data): charge in e, spin multiplicity
+CHARGE_RANGE, SPIN_RANGE = (-100, 100), (0, 100)
 
 
 def _system_vector(fc: dict, backbone: dict, task: str, charge: int, spin: int) -> torch.Tensor:
     """SiLU(mix_csd([charge emb, spin emb, (dataset emb)])) at one system, (C,) float64."""
     b = "backbone."
+    where = "model_config.backbone"
     kind = backbone.get("chg_spin_emb_type", "pos_emb")
+    for name, value, (low, high) in (("charge", charge, CHARGE_RANGE), ("spin", spin, SPIN_RANGE)):
+        if not low <= value <= high:
+            raise CheckpointError(f"{name}={value} is outside fairchem's range [{low}, {high}]")
 
     def embed(name: str, value: int, offset: int) -> torch.Tensor:
         if kind == "pos_emb":
-            w = fc[f"{b}{name}_embedding.W"].double()
-            proj = value * w * 2 * math.pi
+            proj = value * fc[f"{b}{name}_embedding.W"].double() * 2 * math.pi
             vec = torch.cat([torch.sin(proj), torch.cos(proj)])
             return torch.zeros_like(vec) if (name == "spin" and value == 0) else vec
         if kind == "rand_emb":
             return fc[f"{b}{name}_embedding.rand_emb.weight"].double()[value + offset]
         raise UnsupportedCheckpointError(  # lin_emb: fairchem itself fails in float64
-            f"model_config.backbone.chg_spin_emb_type={kind!r} is not supported "
+            f"{where}.chg_spin_emb_type={kind!r} is not supported "
             "(esen-flows implements 'pos_emb', 'rand_emb')"
         )
 
@@ -300,59 +344,59 @@ def _system_vector(fc: dict, backbone: dict, task: str, charge: int, spin: int) 
         listed = backbone.get("dataset_list") or []
         mapping = backbone.get("dataset_mapping") or {d: d for d in listed}
         if task not in mapping:
-            raise UnsupportedCheckpointError(
-                f"task {task!r} is not one of the model's datasets {sorted(mapping)}"
-            )
-        key = f"{b}dataset_embedding.dataset_emb_dict.{mapping[task]}.weight"
-        parts.append(fc[key].double()[0])
-    mixed = torch.nn.functional.linear(
-        torch.cat(parts), fc[f"{b}mix_csd.weight"].double(), fc[f"{b}mix_csd.bias"].double()
+            raise CheckpointError(f"task {task!r} is not one of the datasets {sorted(mapping)}")
+        parts.append(fc[f"{b}dataset_embedding.dataset_emb_dict.{mapping[task]}.weight"][0])
+    weight, bias = fc[f"{b}mix_csd.weight"].double(), fc[f"{b}mix_csd.bias"].double()
+    return torch.nn.functional.silu(
+        torch.nn.functional.linear(torch.cat(parts).double(), weight, bias)
     )
-    return torch.nn.functional.silu(mixed)
 
 
-def _v2(ckpt: InferenceCheckpoint, path: Path, task: str | None, charge: int, spin: int | None):
+def _v2(ckpt: InferenceCheckpoint, task: str | None, charge: int, spin: int | None):
     data = to_plain(ckpt)
     where = "model_config"
     model_cfg = data.get("model_config") or {}
     backbone = model_cfg.get("backbone") or {}
-    if _short(backbone.get("model")) not in V2_BACKBONES:
-        raise UnsupportedCheckpointError(
-            f"{path}: {where}.backbone.model={backbone.get('model')!r} is not supported "
-            f"(esen-flows implements {', '.join(V2_BACKBONES)}; not a mixture-of-experts UMA)"
+    name = _short(backbone.get("model"))
+    moe_free = name in V2_MOE_BACKBONES and backbone.get("num_experts", 8) == 0
+    if name not in V2_BACKBONES and not moe_free:
+        experts = (
+            f", num_experts={backbone.get('num_experts', 8)!r}" if name in V2_MOE_BACKBONES else ""
         )
-    head = _energy_head(model_cfg.get("heads"), V2_HEADS, path, where)
+        raise UnsupportedCheckpointError(
+            f"{where}.backbone.model={backbone.get('model')!r}{experts} is not supported "
+            f"(esen-flows implements {', '.join(V2_BACKBONES)}, and {V2_MOE_BACKBONES[0]} "
+            "with num_experts=0; not a mixture-of-experts UMA)"
+        )
+    head, prefix = _energy_head(model_cfg.get("heads"), 2, where)
     ema = data.get("ema_state_dict") or {}
     source = "ema_state_dict" if ema else "model_state_dict"
     fc = _strip(ema or data.get("model_state_dict") or {})
-    fc.pop("n_averaged", None)
-    head_w = fc.get(f"output_heads.{head}.energy_block.0.weight")
-    config = _config(backbone, head_w.shape[0] if head_w is not None else -1, path, "backbone-2")
+    config = _config(backbone, 2, f"{where}.backbone")
     tasks = [t for t in (data.get("tasks_config") or []) if isinstance(t, dict)]
-    energy_tasks = [t for t in tasks if t.get("property") == "energy"]
-    datasets = sorted({d for t in energy_tasks for d in t.get("datasets", [])})
+    datasets = sorted(
+        {d for t in tasks if t.get("property") == "energy" for d in t.get("datasets") or []}
+    )
     if task is None:
         if len(datasets) != 1:
             raise CheckpointError(
-                f"{path}: the model has energy tasks for {datasets}: choose one (task=...)"
+                f"the model has energy tasks for {datasets}: choose one (esen-flows convert "
+                "IN OUT --task NAME, or load_fairchem(path, task=NAME))"
             )
         task = datasets[0]
-    by_property = {
-        t.get("property"): t for t in tasks if task in (t.get("datasets") or [])
-    }  # the tasks of this dataset
+    by_property = {t.get("property"): t for t in tasks if task in (t.get("datasets") or [])}
     if "energy" not in by_property:
-        raise CheckpointError(f"{path}: no energy task for dataset {task!r} (have {datasets})")
+        raise CheckpointError(f"no energy task for dataset {task!r} (have {datasets})")
     energy_norm = _norm_pair(by_property["energy"].get("normalizer"))
-    config["normalizers"] = {
+    config["normalizers"] = {  # a missing task: fairchem's untrained tasks copy the energy's
         key: _norm_pair(by_property[key].get("normalizer")) if key in by_property else energy_norm
         for key in ("energy", "forces", "stress")
     }
-    refs = _refs_tensor(by_property["energy"].get("element_references"), path)
+    refs = _refs_tensor(by_property["energy"].get("element_references"))
     spin = (1 if task == "omol" else 0) if spin is None else spin
     config["system_embedding"] = True
-    extra = {"system_embedding": _system_vector(fc, backbone, task, charge, spin)}
-    probe = ESEN(ESENConfig(**config))
-    model = _build(config, _weights(fc, probe, head), refs, extra)
+    system = _system_vector(fc, backbone, task, charge, spin)
+    model = _build(config, fc, prefix, refs, system)
     info = {
         "format": "fairchem-2",
         "head": head,
@@ -362,7 +406,7 @@ def _v2(ckpt: InferenceCheckpoint, path: Path, task: str | None, charge: int, sp
         "weights": source,
         "normalizers": {k: list(v) for k, v in config["normalizers"].items()},
         "element_references": refs is not None,
-        "fairchem_backbone": dict(backbone),
+        "fairchem_backbone": backbone,
     }
     return model, info
 
@@ -408,12 +452,20 @@ def load_fairchem(
         except (FileNotFoundError, ValueError) as exc:
             raise CheckpointError(str(exc)) from None
     kind = detect_format(data)
-    if kind == "fairchem-1":
-        model, info = _v1(data, path)
-    elif kind == "fairchem-2":
-        model, info = _v2(data, path, task, charge, spin)
-    else:
-        raise CheckpointError(f"{path}: not a fairchem eSEN checkpoint (format {kind})")
+    try:
+        if kind == "fairchem-1":
+            model, info = _v1(data)
+        elif kind == "fairchem-2":
+            model, info = _v2(data, task, charge, spin)
+        else:
+            raise CheckpointError(f"not a fairchem eSEN checkpoint (format {kind})")
+    except UnsupportedCheckpointError as exc:
+        raise UnsupportedCheckpointError(f"{path}: {exc}") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CheckpointError(f"{path}: not a readable fairchem eSEN checkpoint: {what}") from None
     info["source_file"] = path.name
     info["source_sha256"] = sha256(path)
     model.metadata = {"source": info}

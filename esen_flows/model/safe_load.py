@@ -96,16 +96,30 @@ def load_data(path: str | Path, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         text = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global ([\w.]+)", text)
-        if found or "Weights only load failed" in text:
-            name = found.group(1) if found else "an object that is not plain data"
+        if re.search(r"GLOBAL [\w.]+|[Uu]nsupported global", text):
+            names = _named_globals(path) or re.findall(r"GLOBAL ([\w.]+)", text)
             raise UnsafeCheckpointError(
-                f"{path}: refused: the file asks to run or build {name}, which is not plain "
-                "checkpoint data (esen-flows loads checkpoints as data only and never runs "
-                "code from a file)"
+                f"{path}: refused: the file asks to run or build {', '.join(names)}, which is "
+                "not plain checkpoint data (esen-flows reads checkpoints as data only and never "
+                "runs code from a file)"
             ) from None
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a readable torch checkpoint ({first})") from None
+        found = re.search(r"WeightsUnpickler error: \s*(.+)", text)
+        detail = found.group(1).strip() if found else (text.strip().splitlines() or ["?"])[0]
+        if "weights_only" in detail:  # torch's advice to unpickle unsafely is not passed on
+            detail = type(exc).__name__
+        raise ValueError(
+            f"{path}: not an esen-flows checkpoint, nor a fairchem one it reads ({detail})"
+        ) from None
+
+
+def _named_globals(path: Path) -> list[str]:
+    """Every global the file names that is not on the allow-list (read, never run)."""
+    allowed = {name for _, name in ALLOWED}
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        return []
+    return [n for n in names if n not in allowed]
 
 
 def to_plain(obj: Any) -> Any:
