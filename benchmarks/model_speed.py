@@ -14,7 +14,9 @@ Usage::
 ``--same-weights SHAPE`` has fairchem write one checkpoint of that shape (random weights, its
 2.x format, ``benchmarks/_fairchem_write.py``) and times both libraries on that same file:
 fairchem's own model from ``load_inference_model``, esen-flows' from ``esen:PATH`` (config
-name ``ckpt``). ``--checkpoint PATH`` does the same with a 2.x file of your own.
+name ``ckpt``). ``--checkpoint PATH`` does the same with a 2.x file of your own: fairchem's
+side unpickles it with ``weights_only=False`` (fairchem's loader), so give it only files you
+trust.
 
 Prints a table and, as its last line, a JSON object of the ratios (ours / fairchem). With
 ``--rounds N`` every pair is measured N times, alternating which of the two runs first, and the
