@@ -167,7 +167,8 @@ def main() -> int:
 
         folder = tempfile.mkdtemp(prefix="esen-same-weights-")
         writer = [str(fc_python), str(HERE / "_fairchem_write.py"), "--out", folder]
-        subprocess.run([*writer, "--shape", args.same_weights, "--no-reference"], check=True)
+        shape = ["--shape", args.same_weights, "--style", "plain", "--no-reference"]
+        subprocess.run([*writer, *shape], check=True)
         args.checkpoint = str(Path(folder) / "checkpoint.pt")
     if args.checkpoint:
         configs = ["ckpt"]
