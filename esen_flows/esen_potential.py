@@ -6,7 +6,6 @@ Importing this module registers ``"esen:PATH"`` and the shipped ``"esen-emt-tiny
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from esen_flows.io import get_label, to_atoms
 from esen_flows.model.allocator import keep_freed_memory
 from esen_flows.model.checkpoints import load_model
 from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
+from esen_flows.model.fairchem import sha256
 from esen_flows.potentials import (
     BatchBudget,
     Evaluation,
@@ -50,14 +50,6 @@ MAX_BATCH_ATOMS = 100_000
 #: float64 on 2 cores ran 338 atoms/s at 10k edges (540 MB by ``bytes_per_edge``) and 247 at
 #: 79k edges (float32 stayed at 560-590 throughout). Batches are capped at this many bytes.
 CPU_BATCH_BYTES = 512 * 2**20
-
-
-def _file_checksum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -258,10 +250,13 @@ def load_potential(
     """
     path = Path(path).expanduser()
     model = load_model(path)
+    # a fairchem file read directly was hashed by its reader; anything else is hashed here
+    meta = getattr(model, "metadata", None) or {}
+    digest = None if "converted_by" in meta else meta.get("source", {}).get("source_sha256")
     return ESENPotential(
         model,
         name=name or f"esen:{path}",
-        checksum=_file_checksum(path),
+        checksum=(digest or sha256(path))[:16],
         device=device,
         dtype=dtype,
     )
