@@ -24,6 +24,7 @@ from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
 from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
 from esen_flows.io import UnreadableInput, get_label, safe_text, to_atoms, to_structure
+from esen_flows.leases import Leases
 from esen_flows.potentials import (
     Potential,
     UnsupportedElementError,
@@ -231,28 +232,66 @@ def run_relaxations(
         bar = tqdm(total=len(todo), desc=desc, unit="structure", disable=None, leave=False)
 
         def persist(result: RelaxResult) -> None:
-            i = todo[result.index]
+            i = batch[result.index]
             docs[i] = _document(items[i], keys[i], potential, sdict, result)
             if store is not None and save_each(store, [docs[i]]):
                 docs[i] = _unstorable(docs[i], store)
 
+        waiting = {}  # key -> the inputs of todo with that key
+        for i in todo:
+            waiting.setdefault(keys[i], []).append(i)
+        started = datetime.now(UTC)
+
+        def stored(wanted: set[str]) -> set[str]:
+            """Results another process stored meanwhile, taken up (relabelled where needed)."""
+            if store is None or not wanted:
+                return set()
+            found = {}
+            for doc in find_documents(store, "relaxation", keys=sorted(wanted)):
+                if retry_failed and doc.status == "failed" and _aware(doc.created_at) < started:
+                    continue
+                found.setdefault(doc.key, {})[doc.label] = doc
+            relabelled = []
+            for key, by_label in found.items():
+                for i in waiting[key]:
+                    label = get_label(items[i]) or f"input-{i}"
+                    if label in by_label:
+                        docs[i] = by_label[label]
+                    else:
+                        docs[i] = next(iter(by_label.values())).model_copy(
+                            update={"label": label, "created_at": datetime.now(UTC)}
+                        )
+                        relabelled.append(docs[i])
+                    bar.update(1)
+            if relabelled:
+                save_each(store, relabelled)
+            return set(found)
+
         try:
-            atoms = [to_atoms(items[i]) for i in todo]
-            if settings.task == "static":
-                _static(potential, atoms, persist, bar.update)
-            else:
-                relax_structures(
-                    potential,
-                    atoms,
-                    fmax=settings.fmax,
-                    max_steps=settings.max_steps,
-                    relax_cell=settings.relax_cell,
-                    on_result=persist,
-                    progress=bar.update,
-                )
+            with Leases(store, "relaxation") as leases:
+                for mine in leases.take(waiting, stored):
+                    batch = sorted(i for key in mine for i in waiting[key])
+                    atoms = [to_atoms(items[i]) for i in batch]
+                    if settings.task == "static":
+                        _static(potential, atoms, persist, bar.update)
+                    else:
+                        relax_structures(
+                            potential,
+                            atoms,
+                            fmax=settings.fmax,
+                            max_steps=settings.max_steps,
+                            relax_cell=settings.relax_cell,
+                            on_result=persist,
+                            progress=bar.update,
+                        )
         finally:
             bar.close()
     return [d for d in docs if d is not None]
+
+
+def _aware(when: datetime) -> datetime:
+    """``when`` with a time zone (stores may hand back naive UTC datetimes)."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def save_each(store: JobStore, docs: list[ResultDocument]) -> list[ResultDocument]:
