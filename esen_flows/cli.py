@@ -95,7 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=500,
         help="FIRE step limit per structure (default: 500)",
     )
-    screen.add_argument("--references", help="JSON file of pymatgen ComputedEntry references")
+    screen.add_argument(
+        "--references",
+        help="JSON or JSON.gz list of pymatgen ComputedEntry / ComputedStructureEntry "
+        "references (e.g. Materials Project entries); they replace the elemental references",
+    )
+    screen.add_argument(
+        "--compatibility",
+        choices=["mp2020"],
+        help="correct model energies and references with MaterialsProject2020Compatibility",
+    )
     screen.add_argument("--device", default=None, help="torch device for model potentials")
     screen.add_argument(
         "--phonons",
@@ -126,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     hull.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
     hull.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     hull.add_argument("--potential", help="only results of this potential (its name)")
+    hull.add_argument(
+        "--compatibility",
+        choices=["mp2020"],
+        help="correct energies with MaterialsProject2020Compatibility (as the screen did)",
+    )
     hull.add_argument(
         "--include-unconverged",
         action="store_true",
@@ -213,13 +227,22 @@ def _read_references(path: str | None):
     if path is None:
         return None
     from monty.serialization import loadfn
+    from pymatgen.entries.computed_entries import ComputedEntry
 
     try:
         entries = loadfn(path)
     except Exception as exc:
         raise CLIError(f"cannot read references from {path}: {exc}") from exc
+    if isinstance(entries, dict) and isinstance(entries.get("entries"), list):
+        entries = entries["entries"]  # {"entries": [...]}, as some MP downloads are laid out
     if not isinstance(entries, list) or not entries:
         raise CLIError(f"{path}: expected a JSON list of ComputedEntry objects")
+    for i, e in enumerate(entries):
+        if not isinstance(e, ComputedEntry):
+            raise CLIError(
+                f"{path}: entry {i} is a {type(e).__name__}, not a pymatgen ComputedEntry "
+                "(each needs its '@module' and '@class')"
+            )
     return entries
 
 
@@ -265,6 +288,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps, device=args.device),
         reference_entries=_read_references(args.references),
+        compatibility=args.compatibility,
         phonons=args.phonons,
         phonon_maker=PhononMaker(min_length=args.phonon_min_length, device=args.device),
         conductivity=args.conductivity,
@@ -291,7 +315,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not responses or hull_job.uuid not in responses:
         raise CLIError("screen failed: the hull job did not finish", EXIT_FAILED)
     labels = {get_label(i) for i in items}
-    unconverged = _print_summary(store, results, labels=labels, potential=potential_name)
+    unconverged = _print_summary(
+        store, results, labels=labels, potential=potential_name, compatibility=args.compatibility
+    )
     if args.phonons:
         _print_phonons(store, results, labels=labels, potential=potential_name)
     if args.conductivity:
@@ -352,6 +378,7 @@ def cmd_hull(args: argparse.Namespace) -> int:
         chemsys=args.chemsys,
         potential=args.potential,
         include_unconverged=args.include_unconverged,
+        compatibility=args.compatibility,
     )
     if args.json:
         rows = [

@@ -44,14 +44,18 @@ def _print_screened(table, console, labels: set[str], title: str, cols, empty: s
         _print_table(table, console, title, cols=cols)
 
 
-def _print_summary(store, console, labels: set[str], potential: str) -> int:
+def _print_summary(
+    store, console, labels: set[str], potential: str, compatibility: str | None = None
+) -> int:
     """Summary of this screen only (the store may hold other screens and potentials); returns
     how many relaxations did not converge."""
     from rich.table import Table
 
     from esen_flows.analysis.query import hull_table
 
-    table = hull_table(store, potential=potential, include_unconverged=True)
+    table = hull_table(
+        store, potential=potential, include_unconverged=True, compatibility=compatibility
+    )
     table = table[table.label.isin(labels)]
     done = table[table.status == "ok"]
     unconverged = done[done.converged == False]  # noqa: E712 - a column of bools and None

@@ -114,6 +114,17 @@ class RelaxationDocument(ResultDocument):
         None, description="Label of the input this one matched (StructureMatcher) and shares."
     )
     volume_change: float | None = Field(None, description="Final / initial volume - 1.")
+    same_as: str | None = Field(
+        None,
+        description="Label of a relaxation that ended in the same structure (from another "
+        "input): this one shares its verdict on the hull.",
+    )
+    oxide_type: str | None = Field(
+        None, description="pymatgen's oxide type of the relaxed structure (O compounds)."
+    )
+    sulfide_type: str | None = Field(
+        None, description="pymatgen's sulfide type of the relaxed structure (S compounds)."
+    )
     wall_time: float | None = Field(None, description="Seconds spent on this structure.")
 
 
@@ -139,7 +150,12 @@ class StabilityDocument(ResultDocument):
     formula: str | None = Field(None, description="Reduced formula.")
     chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
     relaxation_key: str | None = Field(None, description="Key of the relaxation used.")
-    energy_per_atom: float | None = Field(None, description="Relaxed energy, eV/atom.")
+    energy_per_atom: float | None = Field(
+        None, description="Relaxed energy, eV/atom (corrected when a compatibility is set)."
+    )
+    energy_correction: float | None = Field(
+        None, description="What the compatibility scheme added to the energy, eV/atom."
+    )
     e_form: float | None = Field(
         None, description="Formation energy vs the elemental references, eV/atom."
     )
@@ -156,6 +172,11 @@ class StabilityDocument(ResultDocument):
     n_steps: int | None = Field(None, description="Optimiser steps of the relaxation.")
     duplicate_of: str | None = Field(
         None, description="Label of the input this one matched and shares its verdict with."
+    )
+    same_as: str | None = Field(
+        None,
+        description="Label of a relaxation that ended in the same structure: its distance to "
+        "the hull (and verdict) is this one's.",
     )
     e_hull_max: float | None = Field(None, description="Threshold for candidate, eV/atom.")
     decomposition: dict[str, float] | None = Field(

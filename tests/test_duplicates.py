@@ -133,3 +133,30 @@ def test_a_label_of_a_builtin_reference_is_refused():
     atoms.info["label"] = "ref-Cu-fcc"
     with pytest.raises(ValueError, match=r"label 'ref-Cu-fcc'.*reserved"):
         ScreeningMaker(potential="emt").make([atoms])
+
+
+def test_inputs_that_relax_into_one_structure_share_one_verdict(tmp_path):
+    """fcc Au and a rattled 2x2x2 supercell of it (too rattled to match before relaxing) end
+    in the same structure at energies a hair apart: both are stable, the second ``same_as``
+    the first, in the screen's documents and in the store-wide hull."""
+    fcc = bulk("Au", "fcc", a=4.0)
+    fcc.info["label"] = "Au-fcc"
+    rattled = bulk("Au", "fcc", a=4.15, cubic=True).repeat((2, 2, 2))
+    rattled.rattle(0.25, seed=3)
+    rattled.info["label"] = "Au-rattled"
+    structures = [to_structure(fcc), to_structure(rattled)]
+    assert not find_duplicates(structures)  # different inputs, as far as the matcher can tell
+    store = default_store(tmp_path / "store")
+    flow = ScreeningMaker(potential="emt").make(structures)
+    run_locally(flow, store=store, create_folders=False, log=False)
+    relaxed = {d.label: d for d in query(store, "relaxation") if d.label.startswith("Au-")}
+    gap = relaxed["Au-rattled"].energy_per_atom - relaxed["Au-fcc"].energy_per_atom
+    assert gap > 1e-6  # without sharing, the rattled one would be off the hull
+    assert relaxed["Au-rattled"].same_as == "Au-fcc" and relaxed["Au-fcc"].same_as is None
+    screened = {d.label: d for d in query(store, "stability")}
+    table = hull_table(store).set_index("label")
+    for verdicts in (screened, table.to_dict("index")):
+        fcc_row, rattled_row = verdicts["Au-fcc"], verdicts["Au-rattled"]
+        get = dict.get if isinstance(fcc_row, dict) else getattr
+        assert get(fcc_row, "stable") and get(rattled_row, "stable")
+        assert get(rattled_row, "e_above_hull") == get(fcc_row, "e_above_hull") == 0.0

@@ -19,10 +19,14 @@ from collections.abc import Sequence
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
+from esen_flows.schemas import RelaxationDocument
+
 #: ``StructureMatcher`` tolerances used to call two inputs the same structure.
 MATCH_TOLERANCES: dict[str, float] = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
 #: The tolerances when cells are not relaxed (``scale=False``).
 FIXED_CELL_TOLERANCES: dict[str, float] = {"ltol": 0.01, "stol": 0.3, "angle_tol": 1.0}
+#: Relaxed structures further apart in energy than this (eV/atom) are not compared.
+RELAXED_ENERGY_WINDOW = 1e-3
 
 
 def matcher(scale: bool = True, **tolerances: float) -> StructureMatcher:
@@ -91,3 +95,40 @@ def matches_any(
         if same and _fit(sm, c, structure):
             return c
     return None
+
+
+def relaxed_duplicates(
+    docs: Sequence[RelaxationDocument], window: float = RELAXED_ENERGY_WINDOW
+) -> dict[str, str]:
+    """Converged relaxations that ended in the same structure, though their inputs differed
+    (a distorted cell that relaxed back, a Bain-path cell that became fcc).
+
+    Within one formula, relaxations whose energies lie within ``window`` (eV/atom) of each
+    other have their relaxed cells compared with ``FIXED_CELL_TOLERANCES`` (same cell to 1 %,
+    both from the same potential). Each group's lowest-energy member (then first label) is
+    its representative: the others share its verdict on the hull.
+
+    Returns
+    -------
+    dict
+        ``{label: representative's label}`` for every member that is not a representative.
+    """
+    done = [
+        d
+        for d in docs
+        if d.status == "ok" and d.converged and d.structure is not None and _matchable(d.structure)
+    ]
+    done.sort(key=lambda d: (d.formula or "", d.energy_per_atom, d.label))
+    sm = matcher(scale=False)
+    reps: dict[str, list[RelaxationDocument]] = {}
+    out: dict[str, str] = {}
+    for d in done:
+        group = reps.setdefault(d.formula or "", [])
+        for rep in group:
+            close = d.energy_per_atom - rep.energy_per_atom <= window
+            if close and _fit(sm, rep.structure, d.structure):
+                out[d.label] = rep.label
+                break
+        else:
+            group.append(d)
+    return out

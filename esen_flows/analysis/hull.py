@@ -11,6 +11,7 @@ from pymatgen.analysis.phase_diagram import PhaseDiagram
 from pymatgen.core import Element, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
+from esen_flows.analysis.compatibility import model_correction
 from esen_flows.schemas import RelaxationDocument, StabilityDocument, make_key
 
 #: Matbench Discovery: stable means e_above_hull <= 0, within this numerical tolerance (eV/atom).
@@ -52,11 +53,21 @@ def elemental_references(elements: Iterable[str]) -> list[Structure]:
     return out
 
 
-def entry_from_document(doc: RelaxationDocument) -> ComputedStructureEntry:
-    """A pymatgen entry (total energy, eV) for a successful relaxation, id = its label."""
-    return ComputedStructureEntry(
-        doc.structure, doc.energy, entry_id=doc.label, data={"key": doc.key}
-    )
+def entry_from_document(
+    doc: RelaxationDocument, compatibility: str | None = None
+) -> ComputedStructureEntry:
+    """A pymatgen entry (total energy, eV) for a successful relaxation, id = its label; its
+    energy corrected by ``compatibility`` (``"mp2020"``) when given (``ValueError`` when the
+    scheme refuses the composition)."""
+    energy = doc.energy
+    if compatibility is not None:
+        energy += len(doc.structure) * correction_of(doc, compatibility)
+    return ComputedStructureEntry(doc.structure, energy, entry_id=doc.label, data={"key": doc.key})
+
+
+def correction_of(doc: RelaxationDocument, compatibility: str) -> float:
+    """The correction (eV/atom) ``compatibility`` adds to a relaxation's energy."""
+    return model_correction(doc.formula, compatibility, doc.oxide_type, doc.sulfide_type)
 
 
 def lowest_elemental(entries: Iterable[ComputedEntry]) -> dict[str, ComputedEntry]:
@@ -92,6 +103,7 @@ def compute_stability(
     reference_entries: Sequence[ComputedEntry] = (),
     e_hull_max: float = 0.05,
     compete: bool = True,
+    compatibility: str | None = None,
 ) -> list[StabilityDocument]:
     """Formation energy, energy above hull, ``stable`` and ``candidate`` for each relaxation.
 
@@ -103,7 +115,8 @@ def compute_stability(
         never ``stable`` nor a ``candidate``: its energy is not a minimum.
     reference_entries
         Competing phases computed with the same potential: at least one entry per element of
-        every chemical system screened (the lowest per element is its reference).
+        every chemical system screened (the lowest per element is its reference). Taken as
+        given: process DFT references with ``corrected_references`` first.
     e_hull_max
         A structure within this distance of the hull (eV/atom) is a ``candidate``.
     compete
@@ -111,6 +124,8 @@ def compute_stability(
         structure is stable when nothing screened or known beats it (e_above_hull >= 0).
         False: the hull of the references alone, as Matbench Discovery scores predictions
         against the Materials Project hull (e_above_hull may be negative).
+    compatibility
+        Correct the relaxations' energies with this scheme (``"mp2020"``) before placing them.
 
     Returns
     -------
@@ -119,7 +134,14 @@ def compute_stability(
         chemical system (all entries whose elements are a subset of its elements).
     """
     ok = [d for d in relaxations if d.status == "ok" and d.structure is not None]
-    candidate_entries = {d.label: entry_from_document(d) for d in ok}
+    refused: dict[str, str] = {}
+    candidate_entries = {}
+    for d in ok:
+        try:
+            candidate_entries[d.label] = entry_from_document(d, compatibility)
+        except ValueError as exc:
+            refused[d.label] = f"{d.label}: {exc}"
+    ok = [d for d in ok if d.label in candidate_entries]
     pool: list[ComputedEntry] = list(reference_entries)
     if compete:  # an unconverged relaxation is placed on the hull but does not shape it
         pool += [candidate_entries[d.label] for d in ok if d.converged]
@@ -150,6 +172,18 @@ def compute_stability(
             "converged": d.converged,
             "n_steps": d.n_steps,
         }
+        if d.label in refused:
+            settings = {"task": "stability", "e_hull_max": e_hull_max}
+            out.append(
+                StabilityDocument(
+                    **base,
+                    key=f"{d.key}-stability",
+                    settings={**settings, "compatibility": compatibility},
+                    status="failed",
+                    reason=refused[d.label],
+                )
+            )
+            continue
         if d.status != "ok" or d.structure is None:
             settings = {"task": "stability", "e_hull_max": e_hull_max}
             out.append(
@@ -169,6 +203,8 @@ def compute_stability(
             "hull": hull_hash,
             "compete": compete,
         }
+        if compatibility is not None:
+            settings["compatibility"] = compatibility
         key = make_key(d.structure, d.checksum, {**settings, "relaxation_key": d.key})
         if pd is None:
             out.append(
@@ -193,7 +229,10 @@ def compute_stability(
                 **base,
                 key=key,
                 settings=settings,
-                energy_per_atom=d.energy_per_atom,
+                energy_per_atom=entry.energy_per_atom,
+                energy_correction=(
+                    None if compatibility is None else correction_of(d, compatibility)
+                ),
                 e_form=float(pd.get_form_energy_per_atom(entry)),
                 e_above_hull=e_hull,
                 stable=d.converged and e_hull <= STABLE_TOL,
@@ -206,5 +245,26 @@ def compute_stability(
                 references=el_refs,
                 structure=d.structure,
             )
+        )
+    return _share_verdicts(relaxations, out)
+
+
+def _share_verdicts(
+    relaxations: Sequence[RelaxationDocument], out: list[StabilityDocument]
+) -> list[StabilityDocument]:
+    """A converged relaxation whose ``same_as`` names another placed here takes that one's
+    distance to the hull and verdict (its own energy and formation energy are kept)."""
+    by_label = {o.label: o for o in out}
+    for i, d in enumerate(relaxations):
+        rep = by_label.get(d.same_as) if d.same_as else None
+        if rep is None or rep.e_above_hull is None or not d.converged or out[i].status != "ok":
+            continue
+        out[i] = out[i].model_copy(
+            update={
+                "same_as": d.same_as,
+                "e_above_hull": rep.e_above_hull,
+                "stable": rep.stable,
+                "candidate": rep.candidate,
+            }
         )
     return out

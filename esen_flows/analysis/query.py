@@ -68,6 +68,7 @@ def hull_table(
     potential: str | None = None,
     include_unconverged: bool = False,
     e_hull_max: float = 0.05,
+    compatibility: str | None = None,
 ) -> pd.DataFrame:
     """The stability of every structure in a store, against the store's whole hull.
 
@@ -91,6 +92,10 @@ def hull_table(
         never ``stable`` nor ``candidate``, the reason says so); left out by default.
     e_hull_max
         A converged structure within this distance of the hull (eV/atom) is a ``candidate``.
+    compatibility
+        ``"mp2020"``: energies corrected with ``MaterialsProject2020Compatibility`` (model
+        energies and the references a screen was given), as when screening against the
+        Materials Project hull; the ``energy_correction`` column says by how much.
 
     Returns
     -------
@@ -104,15 +109,19 @@ def hull_table(
     if chemsys is not None:
         chemsys = normalise_chemsys(chemsys)
     rows = []
-    for d in store_stability(store, potential=potential, e_hull_max=e_hull_max):
+    columns = HULL_COLUMNS if compatibility is None else [*HULL_COLUMNS, "energy_correction"]
+    docs = store_stability(
+        store, potential=potential, e_hull_max=e_hull_max, compatibility=compatibility
+    )
+    for d in docs:
         if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
             continue
         if d.status != "ok" and not include_failed:
             continue
         if d.status == "ok" and d.converged is False and not include_unconverged:
             continue
-        rows.append({c: getattr(d, c) for c in HULL_COLUMNS})
-    table = pd.DataFrame(rows, columns=HULL_COLUMNS)
+        rows.append({c: getattr(d, c) for c in columns})
+    table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["e_above_hull", "label"], na_position="last").reset_index(drop=True)
 
 

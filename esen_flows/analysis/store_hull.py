@@ -23,9 +23,15 @@ from typing import Any
 
 import numpy as np
 from jobflow import JobStore
+from monty.json import MontyDecoder
 from pymatgen.analysis.phase_diagram import PatchedPhaseDiagram, PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
+from esen_flows.analysis.compatibility import (
+    check_scheme,
+    corrected_references,
+    model_correction,
+)
 from esen_flows.schemas import RelaxationDocument, StabilityDocument, hash_key
 from esen_flows.stores import open_store, read_rows
 
@@ -53,13 +59,44 @@ FIELDS = [
     "n_steps",
     "max_force",
     "duplicate_of",
+    "same_as",
     "created_at",
+    "oxide_type",
+    "sulfide_type",
+    "entry",
 ]
 
 
-def hull_set_id(checksum: str, settings: dict[str, Any]) -> str:
-    """The identity of a hull set: hash of the potential checksum and relaxation settings."""
-    return hash_key("hull-set", checksum, settings)[:16]
+def hull_set_id(checksum: str, settings: dict[str, Any], compatibility: str | None = None) -> str:
+    """The identity of a hull set: hash of the potential checksum and relaxation settings
+    (and of the compatibility scheme applied to its energies, when one is)."""
+    if compatibility is None:
+        return hash_key("hull-set", checksum, settings)[:16]
+    return hash_key("hull-set", checksum, settings, compatibility)[:16]
+
+
+def corrected(row: dict[str, Any], compatibility: str | None) -> dict[str, Any]:
+    """``row`` with its energy per atom under ``compatibility`` (a copy; ``row`` itself when
+    none): a model relaxation gets the scheme's correction for its formula and anion type,
+    a given reference is processed by the scheme (its own parameters). A row the scheme
+    refuses becomes a failed one with the reason."""
+    if compatibility is None or row.get("status") != "ok" or row.get("energy_per_atom") is None:
+        return row
+    out = dict(row)
+    try:
+        if row.get("kind") == "reference" and row.get("entry") is not None:
+            entry = MontyDecoder().process_decoded(row["entry"])
+            (fixed,) = corrected_references([entry], compatibility, source=row["label"])
+            out["energy_correction"] = fixed.energy_per_atom - float(row["energy_per_atom"])
+        else:
+            out["energy_correction"] = model_correction(
+                row["formula"], compatibility, row.get("oxide_type"), row.get("sulfide_type")
+            )
+    except ValueError as exc:
+        out.update(status="failed", reason=str(exc), refused=True)
+        return out
+    out["energy_per_atom"] = float(row["energy_per_atom"]) + out["energy_correction"]
+    return out
 
 
 def _created(row: dict[str, Any]) -> datetime:
@@ -82,11 +119,15 @@ class HullSet:
     id
         ``hull_set_id(checksum, settings)``.
     rows
-        The newest document of each label (scalar fields only), failed ones included.
+        The newest document of each label (scalar fields only), failed ones included, their
+        energies corrected by ``compatibility``.
+    compatibility
+        The correction scheme applied (``"mp2020"``), or None.
     """
 
     id: str
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    compatibility: str | None = None
     _diagrams: dict[frozenset[str], Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -122,10 +163,12 @@ def _shapes(row: dict[str, Any]) -> bool:
 
 
 def load_hull_sets(
-    store: JobStore | str | Path, potential: str | None = None
+    store: JobStore | str | Path, potential: str | None = None, compatibility: str | None = None
 ) -> dict[str, HullSet]:
     """Every hull set of a store (relaxations of ``task == "relax"``), optionally of one
-    potential (its name); the newest document of each label in each set."""
+    potential (its name); the newest document of each label in each set, its energy
+    corrected by ``compatibility`` (``"mp2020"``) when given."""
+    check_scheme(compatibility)
     store = open_store(store)
     criteria: dict[str, Any] = {"kind": {"$in": ["relaxation", "reference"]}}
     if potential is not None:
@@ -134,18 +177,19 @@ def load_hull_sets(
     rows.sort(key=_created, reverse=True)
     sets: dict[str, HullSet] = {}
     for r in rows:
-        sid = hull_set_id(r["checksum"], r["settings"])
-        hs = sets.setdefault(sid, HullSet(sid))
+        sid = hull_set_id(r["checksum"], r["settings"], compatibility)
+        hs = sets.setdefault(sid, HullSet(sid, compatibility=compatibility))
         name = f"{r.get('kind')}:{r['label']}"
-        hs.rows.setdefault(name, r)
+        if name not in hs.rows:
+            hs.rows[name] = corrected(r, compatibility)
     return sets
 
 
-def row_of(doc: RelaxationDocument) -> dict[str, Any]:
+def row_of(doc: RelaxationDocument, compatibility: str | None = None) -> dict[str, Any]:
     """The scalar fields of a relaxation document, as ``load_hull_sets`` reads them."""
     row = {f: getattr(doc, f, None) for f in FIELDS}
     row["kind"] = "relaxation"
-    return row
+    return corrected(row, compatibility)
 
 
 def _envelope(diagram: PhaseDiagram) -> tuple[list[str], np.ndarray]:
@@ -233,14 +277,15 @@ def place(
     refs = hs.refs()
     digest = hs.digest()
     settings = {"task": "stability", "e_hull_max": e_hull_max, "hull_set": hs.id, "hull": digest}
+    if hs.compatibility is not None:
+        settings["compatibility"] = hs.compatibility
     docs: list[StabilityDocument | None] = [None] * len(rows)
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         base = _base(r, settings, e_hull_max)
         if r.get("status") != "ok" or r.get("energy_per_atom") is None or not r.get("chemsys"):
-            docs[i] = StabilityDocument(
-                **base, status="failed", reason=f"relaxation failed: {r.get('reason')}"
-            )
+            why = r.get("reason") if r.get("refused") else f"relaxation failed: {r.get('reason')}"
+            docs[i] = StabilityDocument(**base, status="failed", reason=why)
             continue
         elements = frozenset(r["chemsys"].split("-"))
         missing = sorted(elements - set(refs))
@@ -259,10 +304,20 @@ def place(
     everything = frozenset(refs)
     for members in groups.values():
         diagram = _diagram(hs, everything, refs)
-        heights = _heights(diagram, [rows[i] for i in members])
+        # a relaxation that ended in another's structure is judged by that one's energy
+        heights = _heights(diagram, [_judged_by(hs, rows[i]) for i in members])
         for i, e_hull in zip(members, heights, strict=True):
             docs[i] = _verdict(rows[i], float(e_hull), refs, settings, e_hull_max, diagram, details)
     return [d for d in docs if d is not None]
+
+
+def _judged_by(hs: HullSet, r: dict[str, Any]) -> dict[str, Any]:
+    """The row whose distance to the hull ``r`` takes: its ``same_as`` when that is in the
+    set and shapes the hull, else ``r`` itself."""
+    target = hs.rows.get(f"relaxation:{r.get('same_as')}") if r.get("same_as") else None
+    if target is not None and _shapes(target) and r.get("converged") is True:
+        return target
+    return r
 
 
 def _base(r: dict[str, Any], settings: dict[str, Any], e_hull_max: float) -> dict[str, Any]:
@@ -279,6 +334,8 @@ def _base(r: dict[str, Any], settings: dict[str, Any], e_hull_max: float) -> dic
         "converged": r.get("converged"),
         "n_steps": r.get("n_steps"),
         "duplicate_of": r.get("duplicate_of"),
+        "same_as": r.get("same_as"),
+        "energy_correction": r.get("energy_correction"),
     }
 
 
@@ -322,6 +379,7 @@ def store_stability(
     e_hull_max: float = 0.05,
     labels: Iterable[str] | None = None,
     include_references: bool = False,
+    compatibility: str | None = None,
 ) -> list[StabilityDocument]:
     """The stability of every structure in a store against the hull of its hull set.
 
@@ -337,13 +395,16 @@ def store_stability(
         Only these labels (all by default).
     include_references
         Also the elemental references a screen added (``ref-<El>-<lattice>``).
+    compatibility
+        Correct model energies and given references with this scheme (``"mp2020"``, see
+        ``esen_flows.analysis.compatibility``) before building the hulls.
 
     Returns
     -------
     list of StabilityDocument
         One per label: its newest relaxation, placed on the hull of that relaxation's set.
     """
-    sets = load_hull_sets(store, potential)
+    sets = load_hull_sets(store, potential, compatibility)
     wanted = None if labels is None else set(labels)
     newest: dict[str, tuple[datetime, str]] = {}
     for sid, hs in sets.items():

@@ -10,7 +10,8 @@ from jobflow import Flow, JobStore, Maker, Response, job
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
-from esen_flows.analysis.duplicates import find_duplicates, matches_any
+from esen_flows.analysis.compatibility import check_scheme, corrected_references
+from esen_flows.analysis.duplicates import find_duplicates, matches_any, relaxed_duplicates
 from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
 from esen_flows.analysis.store_hull import (
     REFERENCE_PREFIX,
@@ -65,6 +66,7 @@ def stability_job(
     compete: bool = True,
     duplicates: list[Structure] | None = None,
     duplicate_of: dict[str, str] | None = None,
+    compatibility: str | None = None,
 ) -> list[StabilityDocument]:
     """Place every relaxed structure on the convex hull of its chemical system.
 
@@ -85,6 +87,8 @@ def stability_job(
     duplicates, duplicate_of
         Inputs that were not relaxed because they match another (label -> its label): each
         gets a copy of that one's relaxation, with ``duplicate_of`` set, saved to the store.
+    compatibility
+        Correct model energies and ``reference_entries`` with this scheme (``"mp2020"``).
     """
     store = _current_store()
     if store is not None:
@@ -98,12 +102,19 @@ def stability_job(
     if store is not None and copies:
         save_documents(store, copies)
     docs = docs + copies
+    docs = share_relaxed_duplicates(docs, store)
     if store is None or not compete:  # this screen's own hull
         entries = list(reference_entries or [])
-        entries += [entry_from_document(d) for d in refs if d.status == "ok"]
-        stability = compute_stability(docs, entries, e_hull_max=e_hull_max, compete=compete)
+        if compatibility is not None and entries:
+            entries = corrected_references(entries, compatibility)
+        entries += [entry_from_document(d, compatibility) for d in refs if d.status == "ok"]
+        stability = compute_stability(
+            docs, entries, e_hull_max=e_hull_max, compete=compete, compatibility=compatibility
+        )
     else:  # the hull of everything the store holds for this potential and settings
-        stability = store_wide_stability(store, docs, reference_entries or [], e_hull_max)
+        stability = store_wide_stability(
+            store, docs, reference_entries or [], e_hull_max, compatibility
+        )
     if store is not None:
         save_documents(store, stability)
     return stability
@@ -138,23 +149,44 @@ def duplicate_documents(
     return out
 
 
+def share_relaxed_duplicates(
+    docs: list[RelaxationDocument], store: JobStore | None
+) -> list[RelaxationDocument]:
+    """``docs`` with ``same_as`` set on relaxations that ended in the structure of another
+    (``relaxed_duplicates``); those changed are saved to the store (newest wins)."""
+    same = relaxed_duplicates(docs)
+    changed = []
+    out = []
+    for d in docs:
+        if same.get(d.label) != d.same_as:
+            d = d.model_copy(update={"same_as": same.get(d.label), "created_at": datetime.now(UTC)})
+            changed.append(d)
+        out.append(d)
+    if store is not None and changed:
+        save_documents(store, changed)
+    return out
+
+
 def store_wide_stability(
     store: JobStore,
     docs: list[RelaxationDocument],
     reference_entries: list[ComputedEntry],
     e_hull_max: float,
+    compatibility: str | None = None,
 ) -> list[StabilityDocument]:
     """Place ``docs`` on the hull of every finished, converged relaxation in ``store`` with
     their potential checksum and settings (their hull set), the given ``reference_entries``
     saved into that set first. Each document's ``settings["hull_set"]`` names the set and
-    ``settings["hull"]`` hashes the entries it held."""
+    ``settings["hull"]`` hashes the entries it held; energies corrected by ``compatibility``
+    when given."""
     if reference_entries and docs:
         save_documents(store, reference_documents(reference_entries, docs[0]))
-    sets = load_hull_sets(store, potential=docs[0].potential if docs else None)
+    sets = load_hull_sets(store, docs[0].potential if docs else None, compatibility)
     out = []
     for d in docs:
-        sid = hull_set_id(d.checksum, d.settings)
-        (s,) = place(sets.get(sid) or HullSet(sid), [row_of(d)], e_hull_max, details=True)
+        sid = hull_set_id(d.checksum, d.settings, compatibility)
+        hs = sets.get(sid) or HullSet(sid, compatibility=compatibility)
+        (s,) = place(hs, [row_of(d, compatibility)], e_hull_max, details=True)
         out.append(s.model_copy(update={"structure": d.structure}))
     return out
 
@@ -262,6 +294,10 @@ class ScreeningMaker(Maker):
         True (default): the hull holds the references and every screened structure. False:
         each structure faces the references' hull alone, as Matbench Discovery scores it
         (``e_above_hull`` may then be negative).
+    compatibility
+        ``"mp2020"``: model energies and ``reference_entries`` (e.g. Materials Project
+        ``ComputedStructureEntry``s) corrected with ``MaterialsProject2020Compatibility``, as
+        Matbench Discovery does (``esen_flows.analysis.compatibility``); None: as computed.
     phonons
         After the hull, phonons (``phonon_maker``) for every candidate, in jobs of
         ``phonon_batch_size`` structures added at run time.
@@ -285,8 +321,9 @@ class ScreeningMaker(Maker):
     Raises
     ------
     ValueError
-        From ``make()``: bad batch sizes or relaxation settings, no structure, or a label
-        starting with ``ref-`` (reserved for the elemental references).
+        From ``make()``: bad batch sizes or relaxation settings, no structure, a label
+        starting with ``ref-`` (reserved for the elemental references), an unknown
+        compatibility or references it refuses.
     """
 
     name: str = "screen"
@@ -303,6 +340,7 @@ class ScreeningMaker(Maker):
     conductivity_maker: ThermalConductivityMaker = field(default_factory=ThermalConductivityMaker)
     conductivity_batch_size: int = 20
     deduplicate: bool = True
+    compatibility: str | None = None
 
     def make(self, structures: StructureInput | list[StructureInput]) -> Flow:
         """The screening flow for ``structures`` (Structures, Atoms, files or folders)."""
@@ -310,6 +348,9 @@ class ScreeningMaker(Maker):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         self.relax_maker.settings()  # fmax <= 0 or max_steps < 1: ValueError now
+        check_scheme(self.compatibility)
+        if self.compatibility is not None and self.reference_entries:
+            corrected_references(self.reference_entries, self.compatibility)  # refused: now
         # an unknown potential fails here, as on the command line, not as a flow doing nothing
         get_potential(self.potential, device=self.relax_maker.device, dtype=self.relax_maker.dtype)
         items: list[Structure | UnreadableInput] = load_structures(structures)
@@ -364,6 +405,7 @@ class ScreeningMaker(Maker):
             compete=self.compete,
             duplicates=duplicates,
             duplicate_of=duplicate_of,
+            compatibility=self.compatibility,
         )
         hull.name = "hull"
         stages = [*jobs, hull]

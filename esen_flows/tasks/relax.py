@@ -20,6 +20,7 @@ from jobflow import JobStore
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
+from esen_flows.analysis.compatibility import anion_types
 from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
 from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
@@ -159,6 +160,7 @@ def _document(
         relax_status="static" if static else result.status,
         converged=static or result.status == "converged",
         volume_change=final.volume / item.volume - 1.0,
+        **anion_types(final),
     )
 
 
