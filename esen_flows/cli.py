@@ -1,4 +1,5 @@
-"""The ``esen-flows`` command line: screen, hull, report, train, evaluate and convert.
+"""The ``esen-flows`` command line: screen, submit, hull, report, export, train, evaluate and
+convert.
 
 Exit codes: 0 success; 1 the work could not be done (no readable structure, a job crashed);
 2 bad arguments (missing file or store, bad values); 3 (``screen``) the screen finished but some
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from esen_flows import cli_convert
+from esen_flows import cli_convert, cli_screen
 from esen_flows.cli_output import (
     _json_value,
     _print_conductivity,
@@ -68,67 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     screen = sub.add_parser("screen", help="relax structures and place them on the convex hull")
-    screen.add_argument("files", nargs="+", help="structure files or folders (CIF, POSCAR, extxyz)")
-    screen.add_argument("--potential", "-p", default="emt", help="potential name (default: emt)")
+    cli_screen.add_screen_options(screen)
     screen.add_argument("--store", "-s", required=True, help="folder of the results store")
-    screen.add_argument(
-        "--e-hull-max",
-        type=_nonnegative_float,
-        default=0.05,
-        help="candidate threshold above the hull, eV/atom (default: 0.05)",
-    )
-    screen.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=100,
-        help="structures per relaxation job (default: 100)",
-    )
-    screen.add_argument(
-        "--fmax",
-        type=_positive_float,
-        default=0.05,
-        help="force convergence, eV/A, above 0 (default: 0.05)",
-    )
-    screen.add_argument(
-        "--max-steps",
-        type=_positive_int,
-        default=500,
-        help="FIRE step limit per structure (default: 500)",
-    )
-    screen.add_argument(
-        "--references",
-        help="JSON or JSON.gz list of pymatgen ComputedEntry / ComputedStructureEntry "
-        "references (e.g. Materials Project entries); they replace the elemental references",
-    )
-    screen.add_argument(
-        "--compatibility",
-        choices=["mp2020"],
-        help="correct model energies and references with MaterialsProject2020Compatibility",
-    )
-    screen.add_argument("--device", default=None, help="torch device for model potentials")
-    screen.add_argument(
-        "--phonons",
-        action="store_true",
-        help="phonons (phonopy, float64) for the structures within --e-hull-max of the hull",
-    )
-    screen.add_argument(
-        "--phonon-min-length",
-        type=_nonnegative_float,
-        default=15.0,
-        help="smallest supercell width for phonons, A (default: 15)",
-    )
-    screen.add_argument(
-        "--conductivity",
-        action="store_true",
-        help="lattice thermal conductivity (phono3py, Matbench Discovery's protocol at 300 K) "
-        "for the dynamically stable phonon results (or the candidates without --phonons)",
-    )
-    screen.add_argument(
-        "--kappa-mesh",
-        type=_positive_int,
-        default=None,
-        help="q-mesh n x n x n of the conductivity (default: 20, Matbench Discovery's)",
-    )
+    cli_screen.add_submit_parser(sub)
 
     hull = sub.add_parser("hull", help="print the hull table of a store")
     hull.add_argument("--store", "-s", required=True, help="folder of the results store")
@@ -204,102 +147,18 @@ def _open_store(path: str):
     return default_store(path)
 
 
-def _check_device(device: str | None) -> None:
-    """A bad ``--device`` is a usage error (exit 2), not a traceback inside a job."""
-    if device is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"--device {device!r}: not a torch device ({first})") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError(f"--device {device!r}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise CLIError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type not in ("cpu", "cuda"):
-        raise CLIError(f"--device {device!r}: esen-flows runs on 'cpu' or 'cuda'")
-
-
-def _read_references(path: str | None):
-    if path is None:
-        return None
-    from monty.serialization import loadfn
-    from pymatgen.entries.computed_entries import ComputedEntry
-
-    try:
-        entries = loadfn(path)
-    except Exception as exc:
-        raise CLIError(f"cannot read references from {path}: {exc}") from exc
-    if isinstance(entries, dict) and isinstance(entries.get("entries"), list):
-        entries = entries["entries"]  # {"entries": [...]}, as some MP downloads are laid out
-    if not isinstance(entries, list) or not entries:
-        raise CLIError(f"{path}: expected a JSON list of ComputedEntry objects")
-    for i, e in enumerate(entries):
-        if not isinstance(e, ComputedEntry):
-            raise CLIError(
-                f"{path}: entry {i} is a {type(e).__name__}, not a pymatgen ComputedEntry "
-                "(each needs its '@module' and '@class')"
-            )
-    return entries
-
-
 def cmd_screen(args: argparse.Namespace) -> int:
     """Relax the structures of ``args.files`` and compute their hull stability."""
     from jobflow import run_locally
     from rich.console import Console
 
-    from esen_flows.io import UnreadableInput, get_label, load_structures
-    from esen_flows.makers import (
-        BatchRelaxMaker,
-        PhononMaker,
-        ScreeningMaker,
-        ThermalConductivityMaker,
-    )
-    from esen_flows.potentials import PotentialError, get_potential
+    from esen_flows.io import get_label
     from esen_flows.stores import default_store
 
     console = Console(stderr=True)  # progress and warnings
     results = Console()  # the results: stdout
     _check_store_path(args.store)
-    _check_device(args.device)
-    try:
-        items = load_structures([Path(f) for f in args.files])
-    except FileNotFoundError as exc:
-        raise CLIError(str(exc)) from exc
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
-    unreadable = [i for i in items if isinstance(i, UnreadableInput)]
-    if not items or len(unreadable) == len(items):
-        reason = unreadable[0].reason if unreadable else "no structure files found"
-        raise CLIError(f"no readable structure in the inputs ({reason})", EXIT_FAILED)
-    for u in unreadable:
-        console.print(f"[yellow]skipping[/] {u.source}: {u.reason}")
-    try:
-        potential_name = get_potential(args.potential, device=args.device).name
-    except PotentialError as exc:
-        raise CLIError(str(exc)) from exc
-
-    maker = ScreeningMaker(
-        potential=args.potential,
-        e_hull_max=args.e_hull_max,
-        batch_size=args.batch_size,
-        relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps, device=args.device),
-        reference_entries=_read_references(args.references),
-        compatibility=args.compatibility,
-        phonons=args.phonons,
-        phonon_maker=PhononMaker(min_length=args.phonon_min_length, device=args.device),
-        conductivity=args.conductivity,
-        conductivity_maker=ThermalConductivityMaker.matbench_discovery(
-            device=args.device, **({"mesh": [args.kappa_mesh] * 3} if args.kappa_mesh else {})
-        ),
-    )
-    try:
-        flow = maker.make(items)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+    flow, items, potential_name = cli_screen.build_screen(args, console)
     store = default_store(args.store)
     console.print(
         f"screening {len(items)} structures with {args.potential!r}: {len(flow.jobs)} jobs, "
@@ -472,6 +331,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "convert": cli_convert.cmd_convert,
+    "submit": cli_screen.cmd_submit,
 }
 
 

@@ -6,6 +6,7 @@ Importing this module registers ``"esen:PATH"`` and the shipped ``"esen-emt-tiny
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ class ESENPotential:
             {"charge": source["charge"], "spin": source["spin"]} if "spin" in source else None
         )
         self._budget = budget
+        self._lock = threading.Lock()  # one batch at a time: see ``evaluate``
 
     def bytes_per_edge(self) -> int:
         """Estimated memory (bytes) one directed edge holds during energy, forces and stress."""
@@ -143,7 +145,14 @@ class ESENPotential:
     def evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
         """Energies (eV), forces (eV/A), stresses (eV/A^3, ASE sign): the structures go in as
         few batches as the memory budget allows; a batch that runs out of memory is halved and
-        retried. A single structure that does not fit raises ``MemoryError`` naming it."""
+        retried. A single structure that does not fit raises ``MemoryError`` naming it.
+
+        Thread-safe: threads sharing this (cached) potential evaluate one call at a time (a
+        device runs one batch at a time anyway, and the memory budget is shared state)."""
+        with self._lock:
+            return self._evaluate(structures)
+
+    def _evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
         atoms = [s if isinstance(s, Atoms) else to_atoms(s) for s in structures]
         for a in atoms:
             check_elements(self, a)

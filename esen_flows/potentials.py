@@ -8,7 +8,9 @@
 - ``"esen:PATH"`` and ``"esen-emt-tiny"``: the eSEN model, once ``esen_flows.model`` provides it.
 
 Potentials are cached per process, so a job that asks for the same name again reuses the loaded
-model (one model load per process).
+model (one model load per process). A cached potential may be used from several threads at once
+(thread pools, notebooks, FireWorks ``rapidfire`` in threads): an ASE-calculator potential
+gives each thread its own calculator, an eSEN potential evaluates one batch at a time.
 """
 
 from __future__ import annotations
@@ -195,6 +197,9 @@ def check_system(potential: Potential, structure: Structure | Atoms) -> None:
 class ASECalculatorPotential:
     """A ``Potential`` over any ASE calculator: a loop, one structure after another.
 
+    Safe to use from several threads at once (the per-process cache hands the same instance
+    to every job of a process): each thread evaluates with a calculator of its own.
+
     Parameters
     ----------
     factory
@@ -210,12 +215,16 @@ class ASECalculatorPotential:
     name: str
     checksum: str
     elements: frozenset[str] | None = None
-    _calc: Calculator | None = field(default=None, init=False, repr=False)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def _calculator(self) -> Calculator:
-        if self._calc is None:
-            self._calc = self.factory()
-        return self._calc
+        """This thread's calculator: ASE calculators keep per-structure state (neighbour lists,
+        results), so threads sharing one would read each other's (wrong energies, shape
+        errors); each thread gets its own, made once."""
+        calc = getattr(self._local, "calc", None)
+        if calc is None:
+            calc = self._local.calc = self.factory()
+        return calc
 
     def evaluate(self, structures: Sequence[Structure | Atoms]) -> Evaluation:
         """Evaluate each structure with the calculator; see ``Potential.evaluate``."""

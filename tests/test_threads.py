@@ -70,3 +70,37 @@ def test_environment_switch_leaves_blas_alone(two_blas_threads, monkeypatch):
     monkeypatch.setenv("ESEN_FLOWS_SINGLE_THREADED_BLAS", "0")
     with single_threaded_blas():
         assert set(blas_threads()) == {2}
+
+
+@pytest.mark.parametrize("name", ["emt", "esen-emt-tiny"])
+def test_two_threads_sharing_a_cached_potential_give_the_serial_results(name):
+    """Jobs of one process share the cached potential; two relaxing at once in threads (of
+    4-atom and 2-atom cells, so a shared calculator's state would not even fit) get exactly
+    what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def cells(symbol: str, n: int, cubic: bool) -> list:
+        out = []
+        for i in range(n):
+            a = bulk(symbol, "fcc", a=4.0 if symbol == "Au" else 3.6, cubic=cubic)
+            a.rattle(0.05, seed=i)
+            out.append(a)
+        return out
+
+    jobs = [cells("Cu", 3, True), cells("Au", 3, False)]
+    steps = 60 if name == "emt" else 8
+
+    def relax(atoms_list):
+        results = relax_structures(
+            get_potential(name), [a.copy() for a in atoms_list], fmax=1e-4, max_steps=steps
+        )
+        return [(r.energy, r.atoms.get_positions().copy()) for r in results]
+
+    serial = [relax(j) for j in jobs]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            threaded = list(pool.map(relax, jobs))
+            for got, want in zip(threaded, serial, strict=True):
+                for (e1, p1), (e2, p2) in zip(got, want, strict=True):
+                    assert e1 == e2
+                    np.testing.assert_array_equal(p1, p2)

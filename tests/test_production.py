@@ -1,0 +1,211 @@
+"""The production path: FireWorks on a LaunchPad, a MongoDB job store (``MongoStore`` for
+documents and results, ``GridFSStore`` for arrays), the stages added at run time; all on one
+mongomock client (``tests/_mongo.py``), compared with ``run_locally`` on the embedded store."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from _mongo import mongo_job_store, use_mongomock
+from ase.build import bulk
+from conftest import alloy_structures
+from jobflow import run_locally
+
+from esen_flows.analysis import hull_table, query
+from esen_flows.makers import (
+    BatchRelaxMaker,
+    PhononMaker,
+    ScreeningMaker,
+    ThermalConductivityMaker,
+)
+from esen_flows.stores import default_store, load_data, results_store
+
+fireworks = pytest.importorskip("fireworks")
+DB = "esen_fw_test"
+
+
+@pytest.fixture
+def launchpad(monkeypatch):
+    use_mongomock(monkeypatch)
+    from fireworks import LaunchPad
+
+    lp = LaunchPad(name=DB, strm_lvl="ERROR")
+    lp.reset("", require_password=False, max_reset_wo_password=1000)
+    return lp
+
+
+def rapidfire(launchpad, tmp_path, monkeypatch) -> None:
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import rapidfire as fire
+
+    monkeypatch.chdir(tmp_path)
+    fire(launchpad, FWorker(), strm_lvl="ERROR")
+
+
+def states(launchpad) -> dict[str, str]:
+    return {fw["name"]: fw["state"] for fw in launchpad.fireworks.find({}, {"name": 1, "state": 1})}
+
+
+def funnel() -> tuple[ScreeningMaker, list]:
+    cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)
+    cu3au.set_chemical_symbols(["Au", "Cu", "Cu", "Cu"])
+    cu3au.info["label"] = "Cu3Au-L12"
+    maker = ScreeningMaker(
+        potential="emt",
+        e_hull_max=0.03,
+        batch_size=2,
+        phonons=True,
+        phonon_maker=PhononMaker(min_length=6.0, fmax=1e-3, max_steps=300),
+        conductivity=True,
+        conductivity_maker=ThermalConductivityMaker(
+            supercell_matrix=[1, 1, 1],
+            fc2_supercell_matrix=[2, 2, 2],
+            mesh=[4, 4, 4],
+            temperatures=[300.0],
+            fmax=1e-3,
+        ),
+    )
+    return maker, [*alloy_structures(2, seed=3), cu3au]
+
+
+def created(store, kind: str) -> dict[str, object]:
+    """When each (key, label) document of ``kind`` was last written."""
+    target = results_store(store)
+    target.connect()
+    out = {}
+    for row in target.query({"kind": kind}, properties=["key", "label", "created_at"]):
+        out[(row["key"], row["label"])] = max(
+            out.get((row["key"], row["label"])) or row["created_at"], row["created_at"]
+        )
+    return out
+
+
+def test_funnel_through_fireworks_on_mongodb_equals_run_locally(tmp_path, monkeypatch, launchpad):
+    """Relaxations, hull, then the phonon and conductivity stages the flow adds at run time,
+    through FireWorks into MongoDB + GridFS: the same hull, phonons and kappa as
+    ``run_locally`` on the embedded store. Rerunning the workflow's fireworks then computes
+    nothing again."""
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    maker, items = funnel()
+    local = default_store(tmp_path / "local")
+    run_locally(maker.make(items), store=local, create_folders=False, log=False)
+
+    store = mongo_job_store(DB)
+    wf = flow_to_workflow(maker.make(items), store=store)
+    n_initial = len(wf.fws)
+    launchpad.add_wf(wf)
+    rapidfire(launchpad, tmp_path, monkeypatch)
+    done = states(launchpad)
+    assert set(done.values()) == {"COMPLETED"}
+    assert len(done) > n_initial  # the phonon and conductivity jobs were added at run time
+    assert any(name.startswith("phonons") for name in done)
+    assert any(name.startswith("conductivity ") for name in done)
+
+    a, b = hull_table(local), hull_table(store)
+    assert list(a.label) == list(b.label)
+    np.testing.assert_allclose(a.e_above_hull, b.e_above_hull, atol=1e-12)
+    assert a.stable.tolist() == b.stable.tolist()
+    ph_a = {d.label: d for d in query(local, "phonon")}
+    ph_b = {d.label: d for d in query(store, "phonon")}
+    assert set(ph_a) == set(ph_b) and "Cu3Au-L12" in ph_b
+    for label, d in ph_b.items():
+        assert d.dynamically_stable == ph_a[label].dynamically_stable
+        assert d.max_frequency == pytest.approx(ph_a[label].max_frequency, abs=1e-9)
+        yaml = load_data(store, "phonopy", d.key, label)["yaml"]  # arrays live in GridFS
+        assert "force_constants" in yaml
+    k_a = {d.label: d for d in query(local, "conductivity")}
+    k_b = {d.label: d for d in query(store, "conductivity")}
+    assert set(k_a) == set(k_b) and k_b
+    for label, d in k_b.items():
+        assert d.status == "ok"
+        np.testing.assert_allclose(d.kappa_mean, k_a[label].kappa_mean, rtol=1e-9)
+
+    # rerun every firework of the workflow: nothing is computed twice
+    before = {kind: created(store, kind) for kind in ("relaxation", "phonon", "conductivity")}
+    for fw_id in launchpad.get_fw_ids():
+        launchpad.rerun_fw(fw_id)
+    rapidfire(launchpad, tmp_path, monkeypatch)
+    assert set(states(launchpad).values()) == {"COMPLETED"}
+    for kind, when in before.items():
+        assert created(store, kind) == when, kind
+
+
+def test_a_fizzled_firework_rerun_with_lpad_completes(tmp_path, monkeypatch, launchpad):
+    """A relaxation job that dies (a node lost mid-job, here an injected error) fizzles;
+    ``lpad rerun_fws`` and a new ``rapidfire`` finish it, into the MongoDB store."""
+    from fireworks.scripts.lpad_run import lpad
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    import esen_flows.tasks.relax as relax_tasks
+
+    store = mongo_job_store(DB)
+    flow = BatchRelaxMaker(potential="emt").make(alloy_structures(3, seed=5))
+    launchpad.add_wf(flow_to_workflow(flow, store=store))
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("node lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(relax_tasks, "relax_structures", lost)
+        rapidfire(launchpad, tmp_path, monkeypatch)
+    (state,) = states(launchpad).values()
+    assert state == "FIZZLED"
+    assert not query(store, "relaxation")
+
+    config = tmp_path / "my_launchpad.yaml"
+    config.write_text(f"host: localhost\nport: 27017\nname: {DB}\nstrm_lvl: ERROR\n")
+    (fw_id,) = launchpad.get_fw_ids()
+    monkeypatch.setattr(sys, "argv", ["lpad", "-l", str(config), "rerun_fws", "-i", str(fw_id)])
+    lpad()
+    rapidfire(launchpad, tmp_path, monkeypatch)
+    (state,) = states(launchpad).values()
+    assert state == "COMPLETED"
+    docs = query(store, "relaxation")
+    assert len(docs) == 3 and all(d.status == "ok" for d in docs)
+
+
+JOBFLOW_YAML = """JOB_STORE:
+  docs_store: {{type: MongoStore, database: {db}, collection_name: outputs, host: localhost}}
+  additional_stores:
+    data: {{type: GridFSStore, database: {db}, collection_name: data, host: localhost}}
+    results: {{type: MongoStore, database: {db}, collection_name: results, host: localhost}}
+"""
+
+
+def test_submit_adds_the_screen_to_the_launchpad(tmp_path, monkeypatch, launchpad, capsys):
+    """``esen-flows submit FILES --launchpad --jobflow-config``: no Python needed on the HPC
+    side; ``--dry-run`` lists the fireworks and adds none; workers then run the screen into
+    the MongoDB store the configuration names."""
+    import json
+
+    from ase.io import write
+
+    from esen_flows.cli import main
+
+    for atoms in alloy_structures(3, seed=11):
+        write(tmp_path / f"{atoms.info['label']}.extxyz", atoms, format="extxyz")
+    lp_file = tmp_path / "my_launchpad.yaml"
+    lp_file.write_text(f"host: localhost\nport: 27017\nname: {DB}\nstrm_lvl: ERROR\n")
+    jf_file = tmp_path / "jobflow.yaml"
+    jf_file.write_text(JOBFLOW_YAML.format(db=DB))
+    argv = ["submit", *map(str, sorted(tmp_path.glob("*.extxyz"))), "-l", str(lp_file)]
+    argv += ["--jobflow-config", str(jf_file), "--batch-size", "2"]
+
+    assert main([*argv, "--dry-run"]) == 0
+    fws = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [fw["name"] for fw in fws][-1] == "hull" and len(fws) == 4  # 2 batches, refs, hull
+    assert not launchpad.get_fw_ids()
+
+    assert main(argv) == 0
+    wf_id = int(capsys.readouterr().out.strip())
+    assert wf_id in launchpad.get_fw_ids() and len(launchpad.get_fw_ids()) == 4
+    rapidfire(launchpad, tmp_path, monkeypatch)
+    assert set(states(launchpad).values()) == {"COMPLETED"}
+    table = hull_table(mongo_job_store(DB))
+    assert {a.info["label"] for a in alloy_structures(3, seed=11)} <= set(table.label)
+
+    assert main([*argv[:-4], "-l", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such file" in capsys.readouterr().err
