@@ -195,7 +195,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ``phono3py_params.yaml``, ``fc2.hdf5`` and ``fc3.hdf5`` under ``args.out/<label>/``."""
     from esen_flows.analysis.query import latest_per_label, query
     from esen_flows.dynamics.conductivity import write_phono3py_files
-    from esen_flows.stores import load_data
+    from esen_flows.dynamics.phonons import phonopy_yaml
 
     store = _open_store(args.store)
     filters = {"status": "ok"}
@@ -218,7 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         folder = Path(args.out) / doc.label
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "phonopy_params.yaml"
-        path.write_text(load_data(store, "phonopy", doc.key, doc.label)["yaml"], encoding="utf-8")
+        path.write_text(phonopy_yaml(doc.to_phonopy(store)), encoding="utf-8")
         print(path)
     for doc in kappas:
         for path in write_phono3py_files(doc.to_phono3py(store), Path(args.out) / doc.label):

@@ -276,7 +276,14 @@ class PhononDocument(RelaxedCellDocument):
         None, description="Free energy (kJ/mol), entropy, heat capacity (J/K/mol) against T (K)."
     )
     band_structure: PhononBandStructureSymmLine | None = Field(
-        None, description="Frequencies (THz) along seekpath's standard path."
+        None,
+        description="Frequencies (THz) along seekpath's standard path; None when it was too "
+        "large for a document (``band_structure_in_data``): read it with ``bands(store)``.",
+    )
+    band_structure_in_data: bool = Field(
+        False,
+        description="The band structure (over BAND_STRUCTURE_INLINE_BYTES as JSON) is in the "
+        "data store's phonopy record of this result, not in the document.",
     )
     dos: PhononDos | None = Field(None, description="Total DOS, states/THz per primitive cell.")
     dynamically_stable: bool | None = Field(
@@ -292,10 +299,22 @@ class PhononDocument(RelaxedCellDocument):
     def to_phonopy(self, store: Any) -> Any:
         """The ``Phonopy`` object with this document's force constants, read back from the
         ``data`` store of ``store`` (a ``JobStore`` or an embedded store's folder)."""
-        from esen_flows.dynamics.phonons import phonopy_from_yaml
+        from esen_flows.dynamics.phonons import phonopy_from_record
         from esen_flows.stores import load_data
 
-        return phonopy_from_yaml(load_data(store, "phonopy", self.key, self.label)["yaml"])
+        return phonopy_from_record(load_data(store, "phonopy", self.key, self.label))
+
+    def bands(self, store: Any = None) -> PhononBandStructureSymmLine | None:
+        """The band structure: the document's own, or (``band_structure_in_data``) the one
+        kept in the data store of ``store`` (a ``JobStore`` or an embedded store's folder)."""
+        if not self.band_structure_in_data:
+            return self.band_structure
+        if store is None:
+            raise ValueError(f"{self.label}: the band structure is in the data store: pass it")
+        from esen_flows.stores import load_data
+
+        record = load_data(store, "phonopy", self.key, self.label)
+        return PhononBandStructureSymmLine.from_dict(record["band_structure"])
 
 
 class ConductivityDocument(RelaxedCellDocument):

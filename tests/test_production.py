@@ -114,8 +114,8 @@ def test_funnel_through_fireworks_on_mongodb_equals_run_locally(tmp_path, monkey
     for label, d in ph_b.items():
         assert d.dynamically_stable == ph_a[label].dynamically_stable
         assert d.max_frequency == pytest.approx(ph_a[label].max_frequency, abs=1e-9)
-        yaml = load_data(store, "phonopy", d.key, label)["yaml"]  # arrays live in GridFS
-        assert "force_constants" in yaml
+        record = load_data(store, "phonopy", d.key, label)  # arrays live in GridFS
+        assert record["force_constants"]["shape"][-2:] == [3, 3]
     k_a = {d.label: d for d in query(local, "conductivity")}
     k_b = {d.label: d for d in query(store, "conductivity")}
     assert set(k_a) == set(k_b) and k_b
@@ -209,3 +209,58 @@ def test_submit_adds_the_screen_to_the_launchpad(tmp_path, monkeypatch, launchpa
 
     assert main([*argv[:-4], "-l", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: no such file" in capsys.readouterr().err
+
+
+def test_documents_of_a_500_atom_cell_stay_below_1_mb(monkeypatch):
+    """Every MongoDB document a phonon result of a 500-atom cell writes (results, job
+    outputs, GridFS file entries) stays below 1 MB: its 1500-band structure and the force
+    constants go to GridFS, the job outputs too. The band structure read back equals
+    phonopy's on the stored force constants. The conductivity result's documents likewise
+    (its fc3 of a 27-atom supercell in GridFS)."""
+    import bson
+    from jobflow import Flow
+
+    client = use_mongomock(monkeypatch)
+    store = mongo_job_store("esen_sizes")
+    big = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((5, 5, 5))
+    big.symbols[0] = "Au"  # no translation left: the primitive cell is all 500 atoms
+    big.info["label"] = "Cu499Au"
+    cu = bulk("Cu", "fcc", a=3.61)
+    cu.info["label"] = "Cu"
+    phonons = PhononMaker(
+        potential="emt",
+        relax=False,
+        supercell_matrix=[1, 1, 1],
+        mesh=[1, 1, 1],
+        dos_mesh=[2, 2, 2],
+        band_points=2,
+    ).make([big])
+    kappa = ThermalConductivityMaker(
+        potential="emt",
+        supercell_matrix=[3, 3, 3],
+        fc2_supercell_matrix=[3, 3, 3],
+        mesh=[4, 4, 4],
+        temperatures=[300.0],
+        fmax=1e-3,
+    ).make([cu])
+    run_locally(Flow([phonons, kappa]), store=store, create_folders=False, log=False)
+
+    db = client["esen_sizes"]
+    largest = {
+        name: max(len(bson.BSON.encode(d)) for d in db[name].find())
+        for name in db.list_collection_names()
+        if not name.endswith(".chunks")  # GridFS chunks: 255 kB each by construction
+    }
+    assert max(largest.values()) < 1_000_000, largest
+    assert db["data.files"].count_documents({}) >= 3  # phonopy, phono3py records, outputs
+
+    (doc,) = query(store, "phonon")
+    assert doc.band_structure is None and doc.band_structure_in_data
+    bands = doc.bands(store)
+    assert np.asarray(bands.bands).shape[0] == 1500
+    phonon = doc.to_phonopy(store)
+    qpoints = [q.frac_coords for q in bands.qpoints]
+    phonon.run_qpoints(qpoints)
+    np.testing.assert_allclose(np.asarray(bands.bands).T, phonon.qpoints.frequencies, atol=1e-6)
+    (kdoc,) = query(store, "conductivity")
+    assert kdoc.status == "ok" and kdoc.kappa_mean[0] > 0

@@ -245,9 +245,7 @@ def _phonons_html(store: JobStore, chemsys: str | None) -> str:
         verdict = "stable" if doc.dynamically_stable else "UNSTABLE"
         caption = f"{doc.label} ({doc.formula}, {doc.potential}): {verdict}"
         parts.append(
-            _figure_html(
-                caption, lambda d=doc: plot_phonons(d.band_structure, d.dos, title=d.label)
-            )
+            _figure_html(caption, lambda d=doc: plot_phonons(d.bands(store), d.dos, title=d.label))
         )
     if len(docs) > MAX_PHONON_PLOTS:
         parts.append(f"<p>{len(docs) - MAX_PHONON_PLOTS} more phonon results not plotted.</p>")

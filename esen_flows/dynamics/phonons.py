@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -234,10 +235,11 @@ def compute_force_constants(
     return errors
 
 
-def phonopy_yaml(phonon: Phonopy) -> str:
+def phonopy_yaml(phonon: Phonopy, force_constants: bool = True) -> str:
     """The text of ``phonopy_params.yaml`` for ``phonon``: cells, supercell and primitive
-    matrices, the displacements with their forces, and the force constants."""
-    return str(phonon.to_phonopy_yaml(settings={"force_constants": True}))
+    matrices, the displacements with their forces, and (``force_constants``) the force
+    constants."""
+    return str(phonon.to_phonopy_yaml(settings={"force_constants": force_constants}))
 
 
 def phonopy_from_yaml(text: str) -> Phonopy:
@@ -248,3 +250,26 @@ def phonopy_from_yaml(text: str) -> Phonopy:
     import phonopy
 
     return phonopy.load(io.StringIO(text), produce_fc=False, symmetrize_fc=False)
+
+
+def phonopy_record(phonon: Phonopy) -> dict[str, Any]:
+    """What the data store keeps of a phonon calculation: the phonopy YAML without force
+    constants, and the force constants as a compressed binary array (as YAML text those of a
+    500-atom cell are 2.25 million numbers: a minute to parse)."""
+    from esen_flows.stores import encode_array
+
+    return {
+        "yaml": phonopy_yaml(phonon, force_constants=False),
+        "force_constants": encode_array(phonon.force_constants),
+    }
+
+
+def phonopy_from_record(record: dict[str, Any]) -> Phonopy:
+    """The ``Phonopy`` object of a ``phonopy_record`` (or of an older record whose YAML holds
+    the force constants)."""
+    from esen_flows.stores import decode_array
+
+    phonon = phonopy_from_yaml(record["yaml"])
+    if record.get("force_constants") is not None:
+        phonon.force_constants = decode_array(record["force_constants"])
+    return phonon

@@ -14,6 +14,7 @@ from esen_flows.io import StructureInput, UnreadableInput, load_structures
 from esen_flows.makers.relax import STORE_CONFIG, _current_store
 from esen_flows.potentials import get_potential
 from esen_flows.schemas import ConductivityDocument
+from esen_flows.stores import data_store
 from esen_flows.tasks.conductivity import (
     FC2_SUPERCELL,
     FC3_SUPERCELL,
@@ -154,17 +155,20 @@ class ThermalConductivityMaker(Maker):
         return job_
 
 
-@job(config=STORE_CONFIG)
+@job(config=STORE_CONFIG, data=True)
 def run_conductivity_job(
     maker: ThermalConductivityMaker, structures: list[Structure | UnreadableInput]
 ) -> list[ConductivityDocument]:
     """The job behind ``ThermalConductivityMaker``."""
     potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
+    store = _current_store()
+    if store is not None:  # the output (a batch of documents) goes to the data store: GridFS
+        data_store(store)  # in production, so no outputs document nears MongoDB's 16 MB
     return run_conductivity(
         structures,
         potential,
         maker.settings(),
-        store=_current_store(),
+        store=store,
         retry_failed=maker.retry_failed,
         desc=maker.name,
     )

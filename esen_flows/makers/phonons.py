@@ -12,6 +12,7 @@ from esen_flows.io import StructureInput, UnreadableInput, load_structures
 from esen_flows.makers.relax import STORE_CONFIG, _current_store
 from esen_flows.potentials import get_potential
 from esen_flows.schemas import PhononDocument
+from esen_flows.stores import data_store
 from esen_flows.tasks import PhononSettings, run_phonons
 from esen_flows.tasks.phonons import SUPERCELL_PROPERTY, checked_supercell
 
@@ -134,17 +135,20 @@ class PhononMaker(Maker):
         return job_
 
 
-@job(config=STORE_CONFIG)
+@job(config=STORE_CONFIG, data=True)
 def run_phonon_job(
     maker: PhononMaker, structures: list[Structure | UnreadableInput]
 ) -> list[PhononDocument]:
     """The job behind ``PhononMaker``."""
     potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
+    store = _current_store()
+    if store is not None:  # the output (a batch of documents) goes to the data store: GridFS
+        data_store(store)  # in production, so no outputs document nears MongoDB's 16 MB
     return run_phonons(
         structures,
         potential,
         maker.settings(),
-        store=_current_store(),
+        store=store,
         retry_failed=maker.retry_failed,
         desc=maker.name,
     )

@@ -7,6 +7,7 @@ document is written as soon as its chunk finishes, so an interrupted job loses a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from jobflow import JobStore
+from monty.json import jsanitize
 from phonopy import Phonopy
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
@@ -32,7 +34,7 @@ from esen_flows.dynamics.phonons import (
     PHONOPY_SYMPREC,
     build_phonopy,
     compute_force_constants,
-    phonopy_yaml,
+    phonopy_record,
     supercell_for_length,
 )
 from esen_flows.io import UnreadableInput
@@ -204,11 +206,28 @@ def run_phonons(
                 doc = state.finish(i, doc, settings.phonopy_symprec)
                 if store is not None:
                     key, label = state.keys[i], state.labels[i]
-                    save_data(store, "phonopy", key, label, {"yaml": phonopy_yaml(phonon)})
+                    record = phonopy_record(phonon)
+                    bands = doc.band_structure.as_dict() if doc.band_structure else None
+                    if bands is not None and _json_bytes(bands) > BAND_STRUCTURE_INLINE_BYTES:
+                        record["band_structure"] = bands  # a large cell's: 1 MB at 500 atoms
+                        doc = doc.model_copy(
+                            update={"band_structure": None, "band_structure_in_data": True}
+                        )
+                        state.docs[i] = doc
+                    save_data(store, "phonopy", key, label, record)
                     save_documents(store, [doc])
     finally:
         bar.close()
     return state.docs  # type: ignore[return-value]
+
+
+#: A band structure larger than this as JSON (bytes) goes to the data store (GridFS in
+#: production), not into the document: a document stays well below MongoDB's 16 MB.
+BAND_STRUCTURE_INLINE_BYTES = 200_000
+
+
+def _json_bytes(obj: Any) -> int:
+    return len(json.dumps(jsanitize(obj, strict=True)))
 
 
 def checked_supercell(matrix: Any) -> list[list[int]]:
