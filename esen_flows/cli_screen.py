@@ -107,8 +107,9 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _check_device(device: str | None) -> None:
-    """A bad ``--device`` is a usage error (exit 2), not a traceback inside a job."""
+def _check_device(device: str | None, syntax_only: bool = False) -> None:
+    """A bad ``--device`` is a usage error (exit 2), not a traceback inside a job
+    (``syntax_only``: any torch device name, whether this machine has it or not)."""
     if device is None:
         return
     import torch
@@ -118,6 +119,10 @@ def _check_device(device: str | None) -> None:
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _error(f"--device {device!r}: not a torch device ({first})") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise _error(f"--device {device!r}: esen-flows runs on 'cpu' or 'cuda'")
+    if syntax_only:
+        return
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise _error(f"--device {device!r}: CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -149,10 +154,16 @@ def _read_references(path: str | None):
     return entries
 
 
-def build_screen(args: argparse.Namespace, console: Any) -> tuple[Any, list, str]:
+def build_screen(
+    args: argparse.Namespace, console: Any, submit: bool = False
+) -> tuple[Any, list, str]:
     """The screening flow of ``args``: (flow, inputs, the potential's name). Unreadable files
     are reported on ``console`` and fail alone; no readable input, a bad device, an unknown
-    potential or bad settings are a ``CLIError``."""
+    potential or bad settings are a ``CLIError``.
+
+    ``submit``: the flow runs elsewhere, later: a model file is named by its absolute path
+    (FireWorks runs each firework in a folder of its own) and the device need only be a
+    device name (a login node has no GPU; the model is checked on its CPU)."""
     from esen_flows.cli import EXIT_FAILED
     from esen_flows.io import UnreadableInput, load_structures
     from esen_flows.makers import (
@@ -161,9 +172,14 @@ def build_screen(args: argparse.Namespace, console: Any) -> tuple[Any, list, str
         ScreeningMaker,
         ThermalConductivityMaker,
     )
-    from esen_flows.potentials import PotentialError, get_potential
+    from esen_flows.potentials import PotentialError, check_potential
 
-    _check_device(args.device)
+    _check_device(args.device, syntax_only=submit)
+    if submit and args.potential.startswith("esen:"):
+        path = Path(args.potential.removeprefix("esen:")).expanduser()
+        if not path.is_file():
+            raise _error(f"--potential {args.potential}: no such checkpoint file")
+        args.potential = f"esen:{path.resolve()}"
     try:
         items = load_structures([Path(f) for f in args.files])
     except FileNotFoundError as exc:
@@ -177,7 +193,7 @@ def build_screen(args: argparse.Namespace, console: Any) -> tuple[Any, list, str
     for u in unreadable:
         console.print(f"[yellow]skipping[/] {u.source}: {u.reason}")
     try:
-        potential_name = get_potential(args.potential, device=args.device).name
+        potential_name = check_potential(args.potential, device=args.device).name
     except PotentialError as exc:
         raise _error(str(exc)) from exc
 
@@ -233,7 +249,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not Path(args.launchpad).is_file():
         raise _error(f"--launchpad {args.launchpad}: no such file")
     store = _job_store(args.jobflow_config)
-    flow, items, _ = build_screen(args, console)
+    flow, items, _ = build_screen(args, console, submit=True)
     wf = flow_to_workflow(flow, store=store)
     if args.dry_run:
         for fw in wf.fws:

@@ -232,7 +232,8 @@ class Leases:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.release(list(self.held))
+        with suppress(Exception):  # never hide the error that ended the work
+            self.release(list(self.held))
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):

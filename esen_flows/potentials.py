@@ -215,7 +215,15 @@ class ASECalculatorPotential:
     name: str
     checksum: str
     elements: frozenset[str] | None = None
-    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    _local: threading.local = field(
+        default_factory=threading.local, init=False, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:  # calculators stay with their threads
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _local=threading.local())
 
     def _calculator(self) -> Calculator:
         """This thread's calculator: ASE calculators keep per-structure state (neighbour lists,
@@ -381,6 +389,18 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
             )
         _CACHE[key] = potential
         return potential
+
+
+def check_potential(name: str, device: str | None = None, dtype: Any = None) -> Potential:
+    """Build the potential ``name`` here to check that it exists and loads, on ``device``
+    when this machine has it, else on the CPU (a flow built on a login node without GPUs
+    runs on GPU workers later)."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            device = None
+    return get_potential(name, device=device, dtype=dtype)
 
 
 def _load_esen() -> None:

@@ -140,6 +140,11 @@ class ReferenceDocument(ResultDocument):
     energy_per_atom: float | None = Field(None, description="Energy, eV/atom.")
     converged: bool = Field(True, description="A given entry counts as converged.")
     entry: Any = Field(None, description="The entry as given (a pymatgen ComputedEntry).")
+    compatibility: str | None = Field(
+        None,
+        description="The correction scheme the screen applied (e.g. 'mp2020'): the store's "
+        "hull of this set applies it unless told otherwise.",
+    )
 
 
 class StabilityDocument(ResultDocument):

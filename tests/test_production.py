@@ -264,3 +264,29 @@ def test_documents_of_a_500_atom_cell_stay_below_1_mb(monkeypatch):
     np.testing.assert_allclose(np.asarray(bands.bands).T, phonon.qpoints.frequencies, atol=1e-6)
     (kdoc,) = query(store, "conductivity")
     assert kdoc.status == "ok" and kdoc.kappa_mean[0] > 0
+
+
+def test_submit_from_a_login_node_names_the_model_by_its_absolute_path(
+    tmp_path, monkeypatch, launchpad, capsys
+):
+    """Workers run each firework in a folder of their own, and a login node has no GPU: a
+    relative ``esen:PATH`` reaches the workflow as an absolute path, and ``--device cuda``
+    is accepted where CUDA is missing (checked on the CPU)."""
+    import shutil
+
+    from ase.io import write
+
+    import esen_flows
+    from esen_flows.cli import main
+
+    zoo = next(iter(esen_flows.__path__)) + "/zoo/esen-emt-tiny.pt"
+    shutil.copy(zoo, tmp_path / "model.pt")
+    write(tmp_path / "Cu.extxyz", bulk("Cu", "fcc", a=3.6), format="extxyz")
+    lp_file = tmp_path / "my_launchpad.yaml"
+    lp_file.write_text(f"host: localhost\nport: 27017\nname: {DB}\nstrm_lvl: ERROR\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["submit", "Cu.extxyz", "-l", str(lp_file), "-p", "esen:model.pt", "--device", "cuda"]
+    assert main(argv) == 0
+    specs = str(list(launchpad.fireworks.find({}, {"spec": 1})))
+    assert f"esen:{tmp_path / 'model.pt'}" in specs
+    assert "'esen:model.pt'" not in specs

@@ -69,8 +69,8 @@ def anion_types(structure: Structure) -> dict[str, str]:
     try:
         if "O" in elements:
             out["oxide_type"] = str(oxide_type(structure, 1.05))
-        if "S" in elements:
-            out["sulfide_type"] = str(sulfide_type(structure))
+        if "S" in elements and (kind := sulfide_type(structure)) is not None:
+            out["sulfide_type"] = str(kind)
     except Exception:  # an odd cell: MP2020 then falls back on the formula
         pass
     return out
@@ -134,10 +134,7 @@ def corrected_references(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                e.energy_adjustments = [
-                    a for a in e.energy_adjustments if "MP2020" not in getattr(a, "name", "")
-                ]
-                e.energy_adjustments += compat.get_adjustments(e)
+                e.energy_adjustments = compat.get_adjustments(e)  # all others cleared
         except (CompatibilityError, ValueError, KeyError) as exc:
             refused.append(f"{entry.entry_id or i} ({entry.reduced_formula}): {str(exc)[:160]}")
             continue

@@ -116,7 +116,11 @@ def relaxed_duplicates(
     done = [
         d
         for d in docs
-        if d.status == "ok" and d.converged and d.structure is not None and _matchable(d.structure)
+        if d.status == "ok"
+        and d.converged
+        and d.duplicate_of is None  # a copy of another input's result: already shares it
+        and d.structure is not None
+        and _matchable(d.structure)
     ]
     done.sort(key=lambda d: (d.formula or "", d.energy_per_atom, d.label))
     sm = matcher(scale=False)

@@ -64,6 +64,7 @@ FIELDS = [
     "oxide_type",
     "sulfide_type",
     "entry",
+    "compatibility",
 ]
 
 
@@ -167,7 +168,8 @@ def load_hull_sets(
 ) -> dict[str, HullSet]:
     """Every hull set of a store (relaxations of ``task == "relax"``), optionally of one
     potential (its name); the newest document of each label in each set, its energy
-    corrected by ``compatibility`` (``"mp2020"``) when given."""
+    corrected by ``compatibility`` (``"mp2020"``) when given, else by the scheme the set's
+    references were given with (a screen run with ``--compatibility``)."""
     check_scheme(compatibility)
     store = open_store(store)
     criteria: dict[str, Any] = {"kind": {"$in": ["relaxation", "reference"]}}
@@ -175,13 +177,18 @@ def load_hull_sets(
         criteria["potential"] = potential
     rows = [r for r in read_rows(store, criteria, FIELDS) if _is_relax(r)]
     rows.sort(key=_created, reverse=True)
+    stated: dict[str, str] = {}  # set -> the scheme its references were given with
+    for r in rows:
+        if compatibility is None and r.get("kind") == "reference" and r.get("compatibility"):
+            stated.setdefault(hull_set_id(r["checksum"], r["settings"]), r["compatibility"])
     sets: dict[str, HullSet] = {}
     for r in rows:
-        sid = hull_set_id(r["checksum"], r["settings"], compatibility)
-        hs = sets.setdefault(sid, HullSet(sid, compatibility=compatibility))
+        scheme = compatibility or stated.get(hull_set_id(r["checksum"], r["settings"]))
+        sid = hull_set_id(r["checksum"], r["settings"], scheme)
+        hs = sets.setdefault(sid, HullSet(sid, compatibility=scheme))
         name = f"{r.get('kind')}:{r['label']}"
         if name not in hs.rows:
-            hs.rows[name] = corrected(r, compatibility)
+            hs.rows[name] = corrected(r, scheme)
     return sets
 
 
@@ -315,7 +322,8 @@ def _judged_by(hs: HullSet, r: dict[str, Any]) -> dict[str, Any]:
     """The row whose distance to the hull ``r`` takes: its ``same_as`` when that is in the
     set and shapes the hull, else ``r`` itself."""
     target = hs.rows.get(f"relaxation:{r.get('same_as')}") if r.get("same_as") else None
-    if target is not None and _shapes(target) and r.get("converged") is True:
+    same = target is not None and target.get("formula") == r.get("formula")
+    if same and _shapes(target) and r.get("converged") is True:
         return target
     return r
 

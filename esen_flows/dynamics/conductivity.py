@@ -49,6 +49,7 @@ def build_phono3py(
     symprec: float = PHONOPY_SYMPREC,
     primitive_matrix: str | Sequence[Sequence[float]] | None = "auto",
     cutoff_pair_distance: float | None = None,
+    random: RandomDisplacements | None = None,
 ) -> Phono3py:
     """A ``Phono3py`` object of ``atoms`` with its fc3 (and fc2) displacements generated.
 
@@ -71,6 +72,9 @@ def build_phono3py(
     cutoff_pair_distance
         phono3py's pair cutoff (A): atom pairs farther apart get no second displacement
         (their fc3 is zero). None: all pairs, phono3py's default.
+    random
+        Random displacements of every atom in each supercell (fitted with symfc) instead of
+        phono3py's systematic single and pair displacements: far fewer supercells.
     """
     unitcell = to_phonopy_atoms(atoms)
     if primitive_matrix is None or primitive_matrix == "auto":
@@ -84,8 +88,53 @@ def build_phono3py(
         primitive_matrix=primitive_matrix,
         symprec=symprec,
     )
-    ph3.generate_displacements(distance=displacement, cutoff_pair_distance=cutoff_pair_distance)
+    if random is None:
+        ph3.generate_displacements(distance=displacement, cutoff_pair_distance=cutoff_pair_distance)
+        return ph3
+    ph3.generate_displacements(
+        distance=displacement,
+        number_of_snapshots=random.n_fc3,
+        random_seed=random.seed,
+        is_plusminus=random.plusminus,
+        number_estimation_factor=random.factor,
+    )
+    ph3.generate_fc2_displacements(
+        distance=displacement,
+        number_of_snapshots=random.n_fc2,
+        random_seed=random.seed,
+        is_plusminus=random.plusminus,
+    )
     return ph3
+
+
+@dataclass(frozen=True)
+class RandomDisplacements:
+    """Random-displacement force constants (phono3py's type-II datasets, fitted with symfc).
+
+    Attributes
+    ----------
+    n_fc3, n_fc2
+        Supercells for fc3 and fc2: a number, or ``"auto"`` (phono3py's estimate from the
+        number of symmetry-independent force constants, times ``factor``).
+    seed
+        Seed of the random directions (same seed, same supercells, same result).
+    plusminus
+        Each displacement also with the opposite sign (twice the supercells; cancels the
+        even-order error of each finite difference).
+    factor
+        phono3py's ``number_estimation_factor`` for ``"auto"`` fc3 (None: its default).
+    """
+
+    n_fc3: int | str = "auto"
+    n_fc2: int | str = "auto"
+    seed: int = 0
+    plusminus: bool = False
+    factor: float | None = None
+
+
+def is_random(dataset: dict | None) -> bool:
+    """True for a type-II (random-displacement) dataset: every atom displaced per supercell."""
+    return bool(dataset) and "displacements" in dataset
 
 
 def _as_atoms(cells: Sequence | None, what: str) -> list[Atoms | None]:
@@ -102,6 +151,8 @@ def fc2_supercells(ph3: Phono3py) -> list[Atoms | None]:
 def count_displacements(ph3: Phono3py) -> tuple[int, int]:
     """(fc2, fc3) supercells to evaluate, read from the displacement datasets without building
     the supercells (pairs beyond ``cutoff_pair_distance`` are not counted)."""
+    if is_random(ph3.dataset):
+        return len(ph3.phonon_dataset["displacements"]), len(ph3.dataset["displacements"])
     fc3 = 0
     for first in ph3.dataset["first_atoms"]:
         fc3 += 1 + sum(1 for s in first.get("second_atoms", []) if s.get("included", True))
@@ -116,14 +167,21 @@ def fc3_supercells(ph3: Phono3py) -> list[Atoms | None]:
 
 def _produce(ph3: Phono3py, order: int, forces: list[np.ndarray], symmetrize: bool) -> None:
     """Forces in, compact force constants out (symmetrised: translational invariance and index
-    permutation, as Matbench Discovery does)."""
+    permutation, as Matbench Discovery does). Random displacements are fitted with symfc,
+    whose force constants satisfy the symmetries and sum rules by construction."""
     if order == 2:
         ph3.phonon_forces = np.asarray(forces, dtype=float)
+        if is_random(ph3.phonon_dataset):
+            ph3.produce_fc2(is_compact_fc=True, fc_calculator="symfc")
+            return
         ph3.produce_fc2(is_compact_fc=True)
         if symmetrize:
             ph3.symmetrize_fc2()
     else:
         ph3.forces = np.asarray(forces, dtype=float)
+        if is_random(ph3.dataset):
+            ph3.produce_fc3(is_compact_fc=True, fc_calculator="symfc")
+            return
         ph3.produce_fc3(is_compact_fc=True)
         if symmetrize:
             ph3.symmetrize_fc3()

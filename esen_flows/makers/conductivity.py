@@ -56,6 +56,13 @@ class ThermalConductivityMaker(Maker):
         Displacement distance, A (phono3py's default 0.03).
     cutoff_pair_distance
         phono3py's pair cutoff, A (None: all pairs, its default).
+    displacements
+        ``"systematic"`` (default; Matbench Discovery's protocol) or ``"random"``: random
+        displacements of every atom, force constants fitted with symfc, far fewer supercells
+        (``fast()``).
+    n_snapshots, n_fc2_snapshots, random_seed, plusminus, snapshot_factor
+        ``"random"``: fc3 and fc2 supercells (a number or ``"auto"``), the seed (recorded in
+        the document's settings), +- pairs, phono3py's ``number_estimation_factor``.
     phono3py_symprec
         phono3py's symmetry tolerance, A (its default 1e-5).
     mesh
@@ -92,6 +99,12 @@ class ThermalConductivityMaker(Maker):
     fc2_min_length: float = 12.0
     displacement: float = 0.03
     cutoff_pair_distance: float | None = None
+    displacements: str = "systematic"
+    n_snapshots: int | str = "auto"
+    n_fc2_snapshots: int | str = "auto"
+    random_seed: int = 0
+    plusminus: bool = False
+    snapshot_factor: float | None = None
     phono3py_symprec: float = 1.0e-5
     mesh: float | Sequence[int] = 40.0
     temperatures: Sequence[float] = field(default_factory=lambda: list(PHONO3PY_TEMPERATURES))
@@ -114,6 +127,14 @@ class ThermalConductivityMaker(Maker):
         values = {n: getattr(preset, n) for n in names}
         values["temperatures"] = list(values["temperatures"])
         return cls(**{**values, "name": "conductivity (Matbench Discovery)", **overrides})
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> ThermalConductivityMaker:
+        """Matbench Discovery's protocol with random displacements (fc2 and fc3 fitted with
+        symfc from phono3py's ``"auto"`` number of supercells): the same settings otherwise."""
+        return cls.matbench_discovery(
+            **{"name": "conductivity (fast)", "displacements": "random", **overrides}
+        )
 
     def settings(self) -> ConductivitySettings:
         """The settings that enter each result's key (checked: a bad value raises here)."""

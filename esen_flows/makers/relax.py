@@ -8,7 +8,7 @@ from jobflow import CURRENT_JOB, Job, JobConfig, Maker, job
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
-from esen_flows.potentials import get_potential
+from esen_flows.potentials import check_potential, get_potential
 from esen_flows.schemas import RelaxationDocument
 from esen_flows.tasks import RelaxSettings, run_relaxations
 
@@ -88,7 +88,7 @@ class BatchRelaxMaker(Maker):
         ``get_potential`` cannot build (``PotentialError``).
         """
         self.settings()  # bad settings fail here, not inside the job
-        get_potential(self.potential, device=self.device, dtype=self.dtype)  # unknown: now
+        check_potential(self.potential, device=self.device, dtype=self.dtype)  # unknown: now
         return _batch_job(self, load_structures(structures), "relax", single=False)
 
 

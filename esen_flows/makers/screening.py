@@ -25,7 +25,7 @@ from esen_flows.io import StructureInput, UnreadableInput, get_label, load_struc
 from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
 from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
-from esen_flows.potentials import get_potential
+from esen_flows.potentials import check_potential
 from esen_flows.schemas import (
     PhononDocument,
     ReferenceDocument,
@@ -180,7 +180,7 @@ def store_wide_stability(
     ``settings["hull"]`` hashes the entries it held; energies corrected by ``compatibility``
     when given."""
     if reference_entries and docs:
-        save_documents(store, reference_documents(reference_entries, docs[0]))
+        save_documents(store, reference_documents(reference_entries, docs[0], compatibility))
     sets = load_hull_sets(store, docs[0].potential if docs else None, compatibility)
     out = []
     for d in docs:
@@ -192,9 +192,10 @@ def store_wide_stability(
 
 
 def reference_documents(
-    entries: list[ComputedEntry], like: RelaxationDocument
+    entries: list[ComputedEntry], like: RelaxationDocument, compatibility: str | None = None
 ) -> list[ReferenceDocument]:
-    """The given competing phases as documents of ``like``'s potential and settings."""
+    """The given competing phases as documents of ``like``'s potential and settings, saying
+    which correction scheme the screen applied to them."""
     out = []
     for i, e in enumerate(entries):
         comp = e.composition
@@ -210,6 +211,7 @@ def reference_documents(
                 chemsys=comp.chemical_system,
                 energy_per_atom=e.energy_per_atom,
                 entry=e.as_dict(),
+                compatibility=compatibility,
             )
         )
     return out
@@ -352,7 +354,9 @@ class ScreeningMaker(Maker):
         if self.compatibility is not None and self.reference_entries:
             corrected_references(self.reference_entries, self.compatibility)  # refused: now
         # an unknown potential fails here, as on the command line, not as a flow doing nothing
-        get_potential(self.potential, device=self.relax_maker.device, dtype=self.relax_maker.dtype)
+        check_potential(
+            self.potential, device=self.relax_maker.device, dtype=self.relax_maker.dtype
+        )
         items: list[Structure | UnreadableInput] = load_structures(structures)
         if not items:
             raise ValueError("nothing to screen: no structure was given")
