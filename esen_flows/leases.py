@@ -7,9 +7,10 @@ computing, a process *claims* the result keys it is missing; a key another live 
 is waited for (the store is polled for its result) and taken over only when that lease is
 released without a result or expires.
 
-A lease lasts ``ttl`` seconds and is renewed by a heartbeat thread while its holder lives, so a
-process killed with ``kill -9`` blocks the others for at most ``ttl``; a process that stops in
-any other way releases its leases (``try``/``finally``).
+A lease lasts ``ttl`` seconds and is renewed by a heartbeat thread while its holder lives; a
+process that stops in any way but ``kill -9`` releases its leases (``try``/``finally``). The
+lease of a process killed with ``kill -9`` is taken over at once on the same machine (its pid
+is gone), elsewhere after at most ``ttl``.
 
 Where the leases live:
 
@@ -50,6 +51,8 @@ class _Backend(Protocol):
     def renew(self, names: list[str], owner: str, ttl: float) -> None: ...
     def release(self, names: list[str], owner: str) -> None: ...
     def live(self, names: list[str]) -> set[str]: ...
+    def owners(self, names: list[str]) -> dict[str, str]: ...
+    def take_over(self, name: str, old: str, owner: str, ttl: float) -> bool: ...
 
 
 class _SQLiteBackend:
@@ -118,6 +121,28 @@ class _SQLiteBackend:
             )
         )
 
+    def owners(self, names: list[str]) -> dict[str, str]:
+        def work(con: sqlite3.Connection) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for i in range(0, len(names), 500):
+                chunk = names[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT name, owner FROM leases WHERE name IN ({marks})"
+                out.update(con.execute(query, chunk))
+            return out
+
+        return self._run(work)
+
+    def take_over(self, name: str, old: str, owner: str, ttl: float) -> bool:
+        def work(con: sqlite3.Connection) -> bool:
+            cur = con.execute(
+                "UPDATE leases SET owner = ?, expires = ? WHERE name = ? AND owner = ?",
+                (owner, time.time() + ttl, name, old),
+            )
+            return cur.rowcount == 1
+
+        return self._run(work)
+
     def live(self, names: list[str]) -> set[str]:
         def work(con: sqlite3.Connection) -> set[str]:
             now = time.time()
@@ -162,6 +187,15 @@ class _MongoBackend:
     def release(self, names: list[str], owner: str) -> None:
         self.collection.delete_many({"_id": {"$in": names}, "owner": owner})
 
+    def owners(self, names: list[str]) -> dict[str, str]:
+        return {d["_id"]: d["owner"] for d in self.collection.find({"_id": {"$in": names}})}
+
+    def take_over(self, name: str, old: str, owner: str, ttl: float) -> bool:
+        result = self.collection.update_one(
+            {"_id": name, "owner": old}, {"$set": {"owner": owner, "expires": time.time() + ttl}}
+        )
+        return result.modified_count == 1
+
     def live(self, names: list[str]) -> set[str]:
         query = {"_id": {"$in": names}, "expires": {"$gte": time.time()}}
         return {d["_id"] for d in self.collection.find(query, {"_id": 1})}
@@ -182,6 +216,22 @@ def backend(store: JobStore) -> _Backend | None:
     except Exception:
         return None
     return _MongoBackend(database[f"{collection.name}_leases"])
+
+
+def _dead_here(owner: str) -> bool:
+    """True when ``owner`` (``host:pid:token``) names a process of this machine that has
+    ended: its leases can be taken over at once instead of after ``ttl``."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
 
 
 class Leases:
@@ -249,7 +299,13 @@ class Leases:
         if self.backend is None or not keys:
             return set(keys), set()
         names = {self._name(k): k for k in keys}
-        mine = {names[n] for n in self.backend.claim(list(names), self.owner, self.ttl)}
+        got = self.backend.claim(list(names), self.owner, self.ttl)
+        rest = [n for n in names if n not in got]
+        if rest:  # a holder on this machine that no longer runs (kill -9): no need to wait
+            for name, old in self.backend.owners(rest).items():
+                if _dead_here(old) and self.backend.take_over(name, old, self.owner, self.ttl):
+                    got.add(name)
+        mine = {names[n] for n in got}
         with self._lock:
             self.held |= mine
         return mine, set(keys) - mine

@@ -115,3 +115,20 @@ def test_two_processes_relax_each_structure_once(tmp_path):
     results_db.connect()
     rows = list(results_db.query({"kind": "relaxation"}))
     assert len(rows) == 4  # one document per structure: none computed twice
+
+
+def test_a_lease_of_a_killed_process_on_this_machine_is_taken_at_once(store):
+    """``kill -9`` leaves a live lease behind; on the same machine its pid is gone, so a
+    re-run takes it over without waiting for it to expire."""
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = Leases(store, "relaxation")
+    dead.owner = f"{socket.gethostname()}:{gone.pid}:killed"
+    assert dead.claim(["k"]) == ({"k"}, set())
+    alive = Leases(store, "relaxation")  # this process: alive, so its lease is respected
+    alive.claim(["j"])
+    with Leases(store, "relaxation") as rerun:
+        assert rerun.claim(["k", "j"]) == ({"k"}, {"j"})
