@@ -91,12 +91,13 @@ def build_phono3py(
     if random is None:
         ph3.generate_displacements(distance=displacement, cutoff_pair_distance=cutoff_pair_distance)
         return ph3
+    factor = {} if random.factor is None else {"number_estimation_factor": random.factor}
     ph3.generate_displacements(
         distance=displacement,
         number_of_snapshots=random.n_fc3,
         random_seed=random.seed,
         is_plusminus=random.plusminus,
-        number_estimation_factor=random.factor,
+        **factor,
     )
     ph3.generate_fc2_displacements(
         distance=displacement,
