@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from jobflow import JobStore
 from maggma.stores import MontyStore
 
-from esen_flows.stores import _connected, results_store
+from esen_flows.stores import _connected, results_store, select_in
 
 #: Seconds a lease lasts without renewal (a killed holder blocks others this long at most).
 TTL = 120.0
@@ -97,13 +97,8 @@ class _SQLiteBackend:
 
     @staticmethod
     def _held(con: sqlite3.Connection, names: list[str], owner: str) -> set[str]:
-        held: set[str] = set()
-        for i in range(0, len(names), 500):  # SQLite's bound-parameter limit
-            chunk = names[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT name FROM leases WHERE owner = ? AND name IN ({marks})"
-            held.update(n for (n,) in con.execute(query, [owner, *chunk]))
-        return held
+        query = "SELECT name FROM leases WHERE owner = ? AND name IN ({marks})"
+        return {n for (n,) in select_in(con, query, names, owner)}
 
     def renew(self, names: list[str], owner: str, ttl: float) -> None:
         expires = time.time() + ttl
@@ -123,13 +118,8 @@ class _SQLiteBackend:
 
     def owners(self, names: list[str]) -> dict[str, str]:
         def work(con: sqlite3.Connection) -> dict[str, str]:
-            out: dict[str, str] = {}
-            for i in range(0, len(names), 500):
-                chunk = names[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT name, owner FROM leases WHERE name IN ({marks})"
-                out.update(con.execute(query, chunk))
-            return out
+            query = "SELECT name, owner FROM leases WHERE name IN ({marks})"
+            return dict(select_in(con, query, names))
 
         return self._run(work)
 
@@ -145,14 +135,8 @@ class _SQLiteBackend:
 
     def live(self, names: list[str]) -> set[str]:
         def work(con: sqlite3.Connection) -> set[str]:
-            now = time.time()
-            out: set[str] = set()
-            for i in range(0, len(names), 500):
-                chunk = names[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT name FROM leases WHERE expires >= ? AND name IN ({marks})"
-                out.update(n for (n,) in con.execute(query, [now, *chunk]))
-            return out
+            query = "SELECT name FROM leases WHERE expires >= ? AND name IN ({marks})"
+            return {n for (n,) in select_in(con, query, names, time.time())}
 
         return self._run(work)
 

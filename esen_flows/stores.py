@@ -246,6 +246,16 @@ def read_rows(
     return out
 
 
+def select_in(
+    con: sqlite3.Connection, query: str, values: Sequence[Any], *before: Any
+) -> Iterable[tuple]:
+    """The rows of ``query`` (its ``IN ({marks})`` filled with ``values``, the parameters
+    ``before`` ahead of them), asked in chunks of 500: SQLite's bound-parameter limit."""
+    for i in range(0, len(values), 500):
+        chunk = list(values[i : i + 500])
+        yield from con.execute(query.format(marks=",".join("?" * len(chunk))), [*before, *chunk])
+
+
 class _KeyIndex:
     """Which (kind, key) pairs an embedded results store holds: a SQLite table with a primary
     key next to the montydb collection, which has no indexes.
@@ -314,18 +324,12 @@ class _KeyIndex:
 
     def present(self, kind: str, keys: Iterable[str]) -> set[str]:
         """The ``keys`` recorded for ``kind``."""
-        keys = list(keys)
-        found: set[str] = set()
         con = self._connect()
         try:
-            for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-                chunk = keys[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT key FROM keys WHERE kind = ? AND key IN ({marks})"
-                found.update(k for (k,) in con.execute(query, [kind, *chunk]))
+            query = "SELECT key FROM keys WHERE kind = ? AND key IN ({marks})"
+            return {k for (k,) in select_in(con, query, list(keys), kind)}
         finally:
             con.close()
-        return found
 
 
 def save_data(store: JobStore, kind: str, key: str, label: str, payload: dict[str, Any]) -> None:

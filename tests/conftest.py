@@ -87,3 +87,25 @@ def tiny_esen_config(**overrides):
         energy_hidden_channels=8,
     )
     return ESENConfig(**{**base, **overrides})
+
+
+def small_funnel(**overrides):
+    """A ScreeningMaker with EMT, phonons and conductivity at small test settings: the whole
+    funnel (hull, then the phonon and conductivity stages added at run time) in seconds."""
+    from esen_flows.makers import PhononMaker, ScreeningMaker, ThermalConductivityMaker
+
+    settings = dict(
+        potential="emt",
+        e_hull_max=0.03,
+        phonons=True,
+        phonon_maker=PhononMaker(min_length=6.0, fmax=1e-3, max_steps=300),
+        conductivity=True,
+        conductivity_maker=ThermalConductivityMaker(
+            supercell_matrix=[1, 1, 1],
+            fc2_supercell_matrix=[2, 2, 2],
+            mesh=[4, 4, 4],
+            temperatures=[300.0],
+            fmax=1e-3,
+        ),
+    )
+    return ScreeningMaker(**{**settings, **overrides})

@@ -327,26 +327,12 @@ def test_bad_settings_are_refused_when_the_flow_is_made():
 
 
 def test_screen_adds_conductivity_for_the_dynamically_stable(store, tmp_path):
-    from conftest import alloy_structures
+    from conftest import alloy_structures, small_funnel
 
     from esen_flows.analysis.report import write_report
-    from esen_flows.makers import PhononMaker, ScreeningMaker
 
     items = [*alloy_structures(2, seed=3), labelled(cu3au(), "Cu3Au-L12")]
-    screen = ScreeningMaker(
-        potential="emt",
-        e_hull_max=0.03,
-        phonons=True,
-        phonon_maker=PhononMaker(min_length=6.0, fmax=1e-3, max_steps=300),
-        conductivity=True,
-        conductivity_maker=ThermalConductivityMaker(
-            supercell_matrix=[1, 1, 1],
-            fc2_supercell_matrix=[2, 2, 2],
-            mesh=[4, 4, 4],
-            temperatures=[300.0],
-            fmax=1e-3,
-        ),
-    )
+    screen = small_funnel()
     flow = screen.make(items)
     assert [j.name for j in flow.jobs][-3:] == ["hull", "phonon stage", "conductivity stage"]
     run_locally(flow, store=store, create_folders=False, log=False)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _mongo import mongo_job_store, use_mongomock
 from ase.build import bulk
-from conftest import alloy_structures
+from conftest import alloy_structures, small_funnel
 from jobflow import run_locally
 
 from esen_flows.analysis import hull_table, query
@@ -52,22 +52,7 @@ def funnel() -> tuple[ScreeningMaker, list]:
     cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)
     cu3au.set_chemical_symbols(["Au", "Cu", "Cu", "Cu"])
     cu3au.info["label"] = "Cu3Au-L12"
-    maker = ScreeningMaker(
-        potential="emt",
-        e_hull_max=0.03,
-        batch_size=2,
-        phonons=True,
-        phonon_maker=PhononMaker(min_length=6.0, fmax=1e-3, max_steps=300),
-        conductivity=True,
-        conductivity_maker=ThermalConductivityMaker(
-            supercell_matrix=[1, 1, 1],
-            fc2_supercell_matrix=[2, 2, 2],
-            mesh=[4, 4, 4],
-            temperatures=[300.0],
-            fmax=1e-3,
-        ),
-    )
-    return maker, [*alloy_structures(2, seed=3), cu3au]
+    return small_funnel(batch_size=2), [*alloy_structures(2, seed=3), cu3au]
 
 
 def created(store, kind: str) -> dict[str, object]:

@@ -173,12 +173,16 @@ def compute_stability(
             "n_steps": d.n_steps,
         }
         if d.label in refused:
-            settings = {"task": "stability", "e_hull_max": e_hull_max}
+            settings = {
+                "task": "stability",
+                "e_hull_max": e_hull_max,
+                "compatibility": compatibility,
+            }
             out.append(
                 StabilityDocument(
                     **base,
                     key=f"{d.key}-stability",
-                    settings={**settings, "compatibility": compatibility},
+                    settings=settings,
                     status="failed",
                     reason=refused[d.label],
                 )

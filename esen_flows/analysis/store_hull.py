@@ -76,6 +76,22 @@ def hull_set_id(checksum: str, settings: dict[str, Any], compatibility: str | No
     return hash_key("hull-set", checksum, settings, compatibility)[:16]
 
 
+#: (reference key, scheme) -> its correction, eV/atom: every hull read would otherwise decode
+#: and reprocess every stored reference entry again (the key hashes the entry itself).
+_REFERENCE_CORRECTIONS: dict[tuple[str, str], float] = {}
+
+
+def _reference_correction(row: dict[str, Any], compatibility: str) -> float:
+    """What ``compatibility`` adds (eV/atom) to a stored reference's given energy."""
+    cache_key = (row["key"], compatibility)
+    if cache_key not in _REFERENCE_CORRECTIONS:
+        entry = MontyDecoder().process_decoded(row["entry"])
+        (fixed,) = corrected_references([entry], compatibility, source=row["label"])
+        correction = fixed.energy_per_atom - float(row["energy_per_atom"])
+        _REFERENCE_CORRECTIONS[cache_key] = correction
+    return _REFERENCE_CORRECTIONS[cache_key]
+
+
 def corrected(row: dict[str, Any], compatibility: str | None) -> dict[str, Any]:
     """``row`` with its energy per atom under ``compatibility`` (a copy; ``row`` itself when
     none): a model relaxation gets the scheme's correction for its formula and anion type,
@@ -86,9 +102,7 @@ def corrected(row: dict[str, Any], compatibility: str | None) -> dict[str, Any]:
     out = dict(row)
     try:
         if row.get("kind") == "reference" and row.get("entry") is not None:
-            entry = MontyDecoder().process_decoded(row["entry"])
-            (fixed,) = corrected_references([entry], compatibility, source=row["label"])
-            out["energy_correction"] = fixed.energy_per_atom - float(row["energy_per_atom"])
+            out["energy_correction"] = _reference_correction(row, compatibility)
         else:
             out["energy_correction"] = model_correction(
                 row["formula"], compatibility, row.get("oxide_type"), row.get("sulfide_type")

@@ -10,7 +10,7 @@ from jobflow import Flow, JobStore, Maker, Response, job
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
-from esen_flows.analysis.compatibility import check_scheme, corrected_references
+from esen_flows.analysis.compatibility import SCHEMES, check_scheme, corrected_references
 from esen_flows.analysis.duplicates import find_duplicates, matches_any, relaxed_duplicates
 from esen_flows.analysis.hull import compute_stability, elemental_references, entry_from_document
 from esen_flows.analysis.store_hull import (
@@ -182,13 +182,21 @@ def store_wide_stability(
     if reference_entries and docs:
         save_documents(store, reference_documents(reference_entries, docs[0], compatibility))
     sets = load_hull_sets(store, docs[0].potential if docs else None, compatibility)
-    out = []
-    for d in docs:
-        sid = hull_set_id(d.checksum, d.settings, compatibility)
-        hs = sets.get(sid) or HullSet(sid, compatibility=compatibility)
-        (s,) = place(hs, [row_of(d, compatibility)], e_hull_max, details=True)
-        out.append(s.model_copy(update={"structure": d.structure}))
-    return out
+    groups: dict[str, list[int]] = {}  # hull set -> the docs placed on it, in one call
+    for i, d in enumerate(docs):
+        schemes = [compatibility] if compatibility is not None else [None, *SCHEMES]
+        ids = [hull_set_id(d.checksum, d.settings, scheme) for scheme in schemes]
+        sid = next((x for x in ids if x in sets), ids[0])  # None: the scheme the set states
+        if sid not in sets:
+            sets[sid] = HullSet(sid, compatibility=compatibility)
+        groups.setdefault(sid, []).append(i)
+    out: list[StabilityDocument | None] = [None] * len(docs)
+    for sid, members in groups.items():
+        hs = sets[sid]
+        rows = [row_of(docs[i], hs.compatibility) for i in members]
+        for i, s in zip(members, place(hs, rows, e_hull_max, details=True), strict=True):
+            out[i] = s.model_copy(update={"structure": docs[i].structure})
+    return [s for s in out if s is not None]
 
 
 def reference_documents(

@@ -212,9 +212,7 @@ def run_relaxations(
         if (key, label) in stored:
             docs[i] = stored[(key, label)]
         elif key in by_key:  # same structure and settings under another label: reuse, relabel
-            docs[i] = by_key[key].model_copy(
-                update={"label": label, "created_at": datetime.now(UTC)}
-            )
+            docs[i] = relabelled(by_key[key], label)
             new_docs.append(docs[i])
         elif isinstance(item, UnreadableInput):
             docs[i] = _failed(item, key, potential, sdict, item.reason)
@@ -253,20 +251,18 @@ def run_relaxations(
                 if retry_failed and doc.status == "failed" and _aware(doc.created_at) < started:
                     continue
                 found.setdefault(doc.key, {})[doc.label] = doc
-            relabelled = []
+            new = []
             for key, by_label in found.items():
                 for i in waiting[key]:
                     label = get_label(items[i]) or f"input-{i}"
                     if label in by_label:
                         docs[i] = by_label[label]
                     else:
-                        docs[i] = next(iter(by_label.values())).model_copy(
-                            update={"label": label, "created_at": datetime.now(UTC)}
-                        )
-                        relabelled.append(docs[i])
+                        docs[i] = relabelled(next(iter(by_label.values())), label)
+                        new.append(docs[i])
                     bar.update(1)
-            if relabelled:
-                save_each(store, relabelled)
+            if new:
+                save_each(store, new)
             return set(found)
 
         try:
@@ -289,6 +285,12 @@ def run_relaxations(
         finally:
             bar.close()
     return [d for d in docs if d is not None]
+
+
+def relabelled(doc: RelaxationDocument, label: str) -> RelaxationDocument:
+    """A stored result reused for an input of the same key under another label (a new
+    document, to be saved)."""
+    return doc.model_copy(update={"label": label, "created_at": datetime.now(UTC)})
 
 
 def _aware(when: datetime) -> datetime:
