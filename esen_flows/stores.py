@@ -34,8 +34,40 @@ RESULTS = "results"
 DATA = "data"
 
 
+try:  # POSIX; elsewhere connects are not serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+
+class EmbeddedStore(MontyStore):
+    """A maggma ``MontyStore`` whose ``connect`` is serialised across processes.
+
+    maggma rewrites montydb's storage files on every connect (truncate, then write) and
+    montydb reads them back to pick its engine: a second process connecting to the same folder
+    in between fails with "Empty module name". Two screens, or two FireWorks workers, started
+    at once into one embedded store do exactly that, so connects take an exclusive
+    ``fcntl`` lock on ``<database_path>/.connect.lock``.
+    """
+
+    def connect(self, force_reset: bool = False) -> None:
+        if self._coll and not force_reset:
+            return
+        folder = Path(self.database_path)
+        if fcntl is None or self.database_path == ":memory:":
+            super().connect(force_reset=force_reset)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".connect.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                super().connect(force_reset=force_reset)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _monty(path: Path, collection: str) -> MontyStore:
-    return MontyStore(
+    return EmbeddedStore(
         collection_name=collection,
         database_path=str(path),
         database_name="esen_flows",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+
 from jobflow import JobStore
 from maggma.stores import MemoryStore
 from monty.json import MontyDecoder, MontyEncoder
@@ -89,3 +91,29 @@ def test_key_lookups_on_the_embedded_store_skip_the_collection_for_new_keys(tmp_
     # a store that is not a folder (in-memory montydb) scans, as before the index
     memory = MontyStore("results", database_path=":memory:", storage="memory")
     assert stores._KeyIndex.of(memory) is None
+
+
+def _connect_repeatedly(path: str, barrier, queue) -> None:
+    barrier.wait()
+    failures = []
+    for _ in range(15):
+        try:
+            results_store(default_store(path)).connect(force_reset=True)
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+    queue.put(failures)
+
+
+def test_processes_connecting_at_once_to_one_embedded_store_all_succeed(tmp_path):
+    """maggma rewrites montydb's storage files on every connect; unserialised, a process reading
+    them mid-write failed with 'Empty module name' (about a third of connects, 4 processes)."""
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(3), ctx.Queue()
+    path = str(tmp_path / "store")
+    procs = [ctx.Process(target=_connect_repeatedly, args=(path, barrier, queue)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    failures = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert failures == [[], [], []]
