@@ -22,9 +22,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --store demo-results --report report.html
 
+# ruff, and the layers and no-cycles contracts of pyproject.toml ([tool.importlinter])
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from esen_flows.esen_potential import ESENCalculator
 from esen_flows.potentials import get_potential
+from esen_flows.potentials.esen import ESENCalculator
 
 #: what ``ForceFieldRelaxMaker(force_field_name=...)`` is given
 CALCULATOR_META = {"@module": "_atomate2_calc", "@callable": "ESENEmtTinyCalculator"}

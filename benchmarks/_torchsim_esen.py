@@ -15,8 +15,8 @@ import torch
 from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
 
-from esen_flows.esen_potential import ESENPotential
 from esen_flows.model.esen import AtomsBatch
+from esen_flows.potentials.esen import ESENPotential
 
 
 class ESENTorchSimModel(ModelInterface):

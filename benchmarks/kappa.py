@@ -45,8 +45,8 @@ from ase.build import bulk
 from ase.data import atomic_numbers, reference_states
 
 from esen_flows.analysis.conductivity import kappa_metrics
-from esen_flows.analysis.phonons import dynamic_stability
 from esen_flows.dynamics.conductivity import mesh_frequencies
+from esen_flows.dynamics.phonon_properties import dynamic_stability
 from esen_flows.makers import ThermalConductivityMaker
 from esen_flows.potentials import get_potential
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 import _blas  # noqa: E402
 from generate_candidates import generate_candidates  # noqa: E402
 
-from esen_flows.analysis.phonons import band_path_qpoints, dynamic_stability  # noqa: E402
+from esen_flows.dynamics.phonon_properties import band_path_qpoints, dynamic_stability  # noqa: E402
 from esen_flows.dynamics.phonons import supercell_for_length  # noqa: E402
 from esen_flows.io import with_label  # noqa: E402
 from esen_flows.makers import PhononMaker  # noqa: E402

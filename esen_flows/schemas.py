@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
@@ -44,6 +46,24 @@ def hash_key(*parts: Any) -> str:
 def make_key(structure: Structure, checksum: str, settings: dict[str, Any]) -> str:
     """Hash of (canonical structure, potential checksum, settings): a result's identity."""
     return hash_key(canonical_structure(structure), checksum, settings)
+
+
+#: The data-store readers of ``esen_flows.stores.records``, which puts them here when it is
+#: imported: only the deprecated document methods (``doc.to_phonopy(store)`` and kin, removed
+#: in the next release) use them. This module imports nothing of the package.
+DATA_READERS: dict[str, Callable[..., Any]] = {}
+
+
+def _deprecated_reader(name: str, doc: Any, store: Any, old: str | None = None) -> Any:
+    warnings.warn(
+        f"{type(doc).__name__}.{old or name}(store) is deprecated and will be removed: use "
+        f"esen_flows.stores.{name}(doc, store)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if name not in DATA_READERS:
+        raise RuntimeError(f"{doc.label}: use esen_flows.stores.{name}(doc, store)")
+    return DATA_READERS[name](doc, store)
 
 
 def _now() -> datetime:
@@ -302,24 +322,12 @@ class PhononDocument(RelaxedCellDocument):
     wall_time: float | None = Field(None, description="Seconds spent on this structure.")
 
     def to_phonopy(self, store: Any) -> Any:
-        """The ``Phonopy`` object with this document's force constants, read back from the
-        ``data`` store of ``store`` (a ``JobStore`` or an embedded store's folder)."""
-        from esen_flows.dynamics.phonons import phonopy_from_record
-        from esen_flows.stores import load_data
-
-        return phonopy_from_record(load_data(store, "phonopy", self.key, self.label))
+        """Deprecated: ``esen_flows.stores.load_phonopy(doc, store)``."""
+        return _deprecated_reader("load_phonopy", self, store, old="to_phonopy")
 
     def bands(self, store: Any = None) -> PhononBandStructureSymmLine | None:
-        """The band structure: the document's own, or (``band_structure_in_data``) the one
-        kept in the data store of ``store`` (a ``JobStore`` or an embedded store's folder)."""
-        if not self.band_structure_in_data:
-            return self.band_structure
-        if store is None:
-            raise ValueError(f"{self.label}: the band structure is in the data store: pass it")
-        from esen_flows.stores import load_data
-
-        record = load_data(store, "phonopy", self.key, self.label)
-        return PhononBandStructureSymmLine.from_dict(record["band_structure"])
+        """Deprecated: ``esen_flows.stores.load_band_structure(doc, store)``."""
+        return _deprecated_reader("load_band_structure", self, store, old="bands")
 
 
 class ConductivityDocument(RelaxedCellDocument):
@@ -386,27 +394,12 @@ class ConductivityDocument(RelaxedCellDocument):
         return self.kappa_mean[i]
 
     def mode_data(self, store: Any) -> dict[str, np.ndarray]:
-        """The mode-resolved arrays from the ``data`` store: ``mode_kappa`` (n_T, n_q, n_bands,
-        6) W/(m K) with q-weights, ``weights`` (n_q,), ``qpoints``, ``frequencies`` (THz),
-        ``heat_capacity`` (eV/K), ``gamma`` (THz), ``temperatures`` (K)."""
-        from esen_flows.stores import decode_array, load_data
-
-        record = load_data(store, "phono3py", self.key, self.label)
-        if "mode_kappa" not in record:
-            raise ValueError(f"{self.label}: no mode conductivity stored ({self.reason or ''})")
-        return {name: decode_array(record[name]) for name in MODE_ARRAYS}
+        """Deprecated: ``esen_flows.stores.load_mode_data(doc, store)``."""
+        return _deprecated_reader("load_mode_data", self, store, old="mode_data")
 
     def to_phono3py(self, store: Any) -> Any:
-        """The ``Phono3py`` object with this document's fc2 (and fc3 when computed), read
-        back from the ``data`` store of ``store``."""
-        from esen_flows.dynamics.conductivity import phono3py_from_yaml
-        from esen_flows.stores import decode_array, load_data
-
-        record = load_data(store, "phono3py", self.key, self.label)
-        fc3 = decode_array(record["fc3"]) if "fc3" in record else None
-        yaml = record["yaml"]  # phono3py_params.yaml, stored compressed
-        text = yaml if isinstance(yaml, str) else decode_array(yaml).tobytes().decode()
-        return phono3py_from_yaml(text, decode_array(record["fc2"]), fc3)
+        """Deprecated: ``esen_flows.stores.load_phono3py(doc, store)``."""
+        return _deprecated_reader("load_phono3py", self, store, old="to_phono3py")
 
 
 #: The mode-resolved arrays of a conductivity in the data store.

@@ -20,8 +20,8 @@ from conftest import alloy_structures
 from esen_flows.dynamics.evaluate import evaluate_batched
 from esen_flows.dynamics.relax import relax_structures
 from esen_flows.dynamics.symmetry import find_symmetry, refine_symmetry, symmetrize_vectors
-from esen_flows.esen_potential import ESENPotential
 from esen_flows.potentials import BatchBudget, estimate_edges, get_potential
+from esen_flows.potentials.esen import ESENPotential
 
 
 def _ase(atoms, fmax, steps=1000, symmetric=False, calc=None):
@@ -150,7 +150,7 @@ def test_esen_budget_comes_from_memory():
     assert budget.cutoff == p.model.config.cutoff
     assert budget.max_edges > 10_000 and budget.max_atoms >= 1
     if p.device.type == "cpu":  # capped for throughput, not memory
-        from esen_flows.esen_potential import CPU_BATCH_BYTES
+        from esen_flows.potentials.esen import CPU_BATCH_BYTES
 
         assert budget.max_edges <= CPU_BATCH_BYTES // p.bytes_per_edge()
     # float64 holds twice the bytes per edge

@@ -15,6 +15,7 @@ from phonopy.structure.atoms import PhonopyAtoms
 from esen_flows.analysis import query
 from esen_flows.analysis.conductivity import kappa_metrics, srd, sre, srme
 from esen_flows.makers import ThermalConductivityMaker
+from esen_flows.stores import load_mode_data, load_phono3py
 
 TEMPERATURES = [100.0, 300.0]
 MESHES = {"Cu-fcc": [11, 11, 11], "Cu3Au-L12": [5, 5, 5]}
@@ -129,7 +130,7 @@ def test_maker_equals_phono3py_driven_directly(kappa_run):
         assert doc.mesh == MESHES[label] and doc.temperatures == TEMPERATURES
         direct = phono3py_directly(doc)
         # the maker's force constants (from the data store) are phono3py's own
-        mine = doc.to_phono3py(store)
+        mine = load_phono3py(doc, store)
         for fc in ("fc2", "fc3"):
             ours, theirs = getattr(mine, fc), getattr(direct, fc)
             if ours.shape != theirs.shape:  # ours are compact: the primitive cell's atoms
@@ -140,7 +141,7 @@ def test_maker_equals_phono3py_driven_directly(kappa_run):
         np.testing.assert_allclose(doc.kappa_particle, tc.kappa_intra[0], rtol=rtol, atol=1e-9)
         np.testing.assert_allclose(doc.kappa_mean, tc.kappa[0][:, :3].mean(axis=1), rtol=rtol)
         # the mode conductivity in the data store adds up to kappa (coherence split per mode)
-        modes = doc.mode_data(store)
+        modes = load_mode_data(doc, store)
         total = modes["mode_kappa"].sum(axis=(1, 2)) / modes["weights"].sum()
         np.testing.assert_allclose(total, doc.kappa, rtol=1e-9, atol=1e-12)
         assert doc.kappa_mean[1] < doc.kappa_mean[0]  # Umklapp: kappa falls with T
@@ -159,7 +160,7 @@ def test_direct_solution_equals_phono3py(store, wigner):
     expected = tc.kappa[0] + (tc.kappa_inter[0] if wigner else 0.0)
     np.testing.assert_allclose(doc.kappa, expected, rtol=1e-6, atol=1e-9)
     assert (np.asarray(doc.kappa_coherence)[0, 0] > 0) == wigner
-    modes = doc.mode_data(store)
+    modes = load_mode_data(doc, store)
     total = modes["mode_kappa"].sum(axis=(1, 2)) / modes["weights"].sum()
     np.testing.assert_allclose(total, doc.kappa, rtol=1e-9, atol=1e-12)
 
@@ -196,7 +197,7 @@ def test_rerun_computes_nothing_and_results_reload(kappa_run, count_evaluations)
     assert results_store(store).count({"kind": "conductivity"}) == n_rows
     assert count_evaluations == []  # nothing evaluated: every result came from the store
     assert again["Cu-fcc"].kappa == docs["Cu-fcc"].kappa
-    ph3 = docs["Cu-fcc"].to_phono3py(store)
+    ph3 = load_phono3py(docs["Cu-fcc"], store)
     assert ph3.fc3 is not None and ph3.fc2 is not None
     ph3.mesh_numbers = docs["Cu-fcc"].mesh
     ph3.init_phph_interaction()
@@ -205,7 +206,7 @@ def test_rerun_computes_nothing_and_results_reload(kappa_run, count_evaluations)
     # degenerate triplets move kappa by ~1e-4 on this coarse mesh (1e-6 needs identical input)
     reread = ph3.thermal_conductivity.kappa[0][:, :3]
     np.testing.assert_allclose(reread, np.asarray(docs["Cu-fcc"].kappa)[:, :3], rtol=1e-3)
-    unstable = docs["Cu-bcc"].to_phono3py(store)
+    unstable = load_phono3py(docs["Cu-bcc"], store)
     assert unstable.fc2 is not None and unstable.fc3 is None
 
 
@@ -225,7 +226,7 @@ def test_export_writes_phono3py_files_that_phono3py_loads(kappa_run, tmp_path):
         fc2_filename=out / "fc2.hdf5",
         log_level=0,
     )
-    np.testing.assert_allclose(loaded.fc3, docs["Cu-fcc"].to_phono3py(store).fc3, atol=1e-12)
+    np.testing.assert_allclose(loaded.fc3, load_phono3py(docs["Cu-fcc"], store).fc3, atol=1e-12)
     fresh = phono3py.load(out / "phono3py_params.yaml", log_level=0)  # fc from the forces
     assert fresh.fc3.shape == loaded.fc3.shape
 
@@ -275,9 +276,9 @@ def test_kappa_metrics_of_the_shipped_model_against_emt(kappa_run):
     table = kappa_metrics(store, "esen-emt-tiny", "emt", labels=["Cu-fcc"])
     row = table.set_index("label").loc["Cu-fcc"]
     k_pred, k_ref = doc.kappa_at(300.0), docs["Cu-fcc"].kappa_at(300.0)
-    mine = kappa_average(doc.mode_data(store)["mode_kappa"][0])
-    ref = kappa_average(docs["Cu-fcc"].mode_data(store)["mode_kappa"][1])  # 300 K of 100, 300
-    weights = doc.mode_data(store)["weights"]
+    mine = kappa_average(load_mode_data(doc, store)["mode_kappa"][0])
+    ref = kappa_average(load_mode_data(docs["Cu-fcc"], store)["mode_kappa"][1])  # 300 K of 100, 300
+    weights = load_mode_data(doc, store)["weights"]
     by_hand = 2 * np.abs(mine - ref).sum() / weights.sum() / (k_pred + k_ref)
     assert row.srme == pytest.approx(by_hand, rel=1e-12)
     assert row.sre == pytest.approx(abs(2 * (k_pred - k_ref) / (k_pred + k_ref)), rel=1e-12)
@@ -395,7 +396,7 @@ def test_random_displacements_agree_with_the_systematic_set(store):
         assert d.status == "ok" and d.settings["random_seed"] == 7
         assert d.n_fc3_displacements * 3 < ref.n_fc3_displacements
         assert d.kappa_mean[0] == pytest.approx(ref.kappa_mean[0], rel=0.03)
-    ph3 = random["Cu3Au-L12"].to_phono3py(store)
+    ph3 = load_phono3py(random["Cu3Au-L12"], store)
     assert len(ph3.dataset["displacements"]) == random["Cu3Au-L12"].n_fc3_displacements
     # the same seed draws the same supercells (so the same result), another seed others
     from esen_flows.dynamics.conductivity import RandomDisplacements, build_phono3py

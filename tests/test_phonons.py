@@ -12,9 +12,10 @@ from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
 from esen_flows.analysis import query
-from esen_flows.analysis.phonons import dynamic_stability
+from esen_flows.dynamics.phonon_properties import dynamic_stability
 from esen_flows.io import to_atoms
 from esen_flows.makers import PhononMaker
+from esen_flows.stores import load_phonopy
 
 TEMPERATURES = np.arange(0.0, 1001.0, 10.0)
 
@@ -96,18 +97,21 @@ def test_maker_equals_phonopy_driven_directly(phonon_run):
         mesh = direct.get_mesh_dict()["frequencies"]
         assert doc.max_frequency == pytest.approx(max(mesh.max(), freqs.max()), abs=1e-6)
         # the stored force constants are phonopy's (compact here, full there)
-        restored = doc.to_phonopy(store)
+        restored = load_phonopy(doc, store)
         full = direct.force_constants
         p2s = restored.primitive.p2s_map
         np.testing.assert_allclose(restored.force_constants, full[p2s], atol=1e-8)
+        with pytest.warns(DeprecationWarning, match="load_phonopy"):  # the old name, one release
+            old = doc.to_phonopy(store)
+        np.testing.assert_array_equal(old.force_constants, restored.force_constants)
 
 
 def test_acoustic_sum_rule_and_instability(phonon_run):
     store, docs = phonon_run
     for doc in docs.values():
-        fc = doc.to_phonopy(store).force_constants  # (n_prim, n_super, 3, 3), eV/A^2
+        fc = load_phonopy(doc, store).force_constants  # (n_prim, n_super, 3, 3), eV/A^2
         assert np.abs(fc.sum(axis=1)).max() < 1e-10
-        phonon = doc.to_phonopy(store)
+        phonon = load_phonopy(doc, store)
         phonon.run_qpoints([[0.0, 0.0, 0.0]])
         gamma = phonon.get_qpoints_dict()["frequencies"][0]
         assert np.abs(gamma[:3]).max() < 1e-3  # THz
@@ -244,7 +248,7 @@ def test_atomate2_phonon_maker_agrees_where_settings_match(tmp_path, store):
     maker = PhononMaker(potential="emt", relax=False, supercell_matrix=matrix)
     run_locally(maker.make(cell), store=store, create_folders=False, log=False)
     (mine,) = query(store, "phonon")
-    phonon = mine.to_phonopy(store)
+    phonon = load_phonopy(mine, store)
     phonon.run_qpoints([q.frac_coords for q in a2.phonon_bandstructure.qpoints])
     freqs = phonon.get_qpoints_dict()["frequencies"]
     # atomate2 does not symmetrise its force constants: agreement to that level

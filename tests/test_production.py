@@ -20,7 +20,13 @@ from esen_flows.makers import (
     ScreeningMaker,
     ThermalConductivityMaker,
 )
-from esen_flows.stores import default_store, load_data, results_store
+from esen_flows.stores import (
+    default_store,
+    load_band_structure,
+    load_data,
+    load_phonopy,
+    results_store,
+)
 
 fireworks = pytest.importorskip("fireworks")
 DB = "esen_fw_test"
@@ -241,9 +247,9 @@ def test_documents_of_a_500_atom_cell_stay_below_1_mb(monkeypatch):
 
     (doc,) = query(store, "phonon")
     assert doc.band_structure is None and doc.band_structure_in_data
-    bands = doc.bands(store)
+    bands = load_band_structure(doc, store)
     assert np.asarray(bands.bands).shape[0] == 1500
-    phonon = doc.to_phonopy(store)
+    phonon = load_phonopy(doc, store)
     qpoints = [q.frac_coords for q in bands.qpoints]
     phonon.run_qpoints(qpoints)
     np.testing.assert_allclose(np.asarray(bands.bands).T, phonon.qpoints.frequencies, atol=1e-6)

@@ -54,7 +54,7 @@ def test_key_lookups_on_the_embedded_store_skip_the_collection_for_new_keys(tmp_
 
     from maggma.stores import MontyStore
 
-    from esen_flows import stores
+    from esen_flows.stores import results as stores
 
     store = default_store(tmp_path / "s")
     save_documents(store, [_doc("a", key="k1"), _doc("b", key="k2")])

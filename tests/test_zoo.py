@@ -7,9 +7,9 @@ import pytest
 import torch
 from ase.build import bulk
 
-from esen_flows.esen_potential import SHIPPED, ZOO
 from esen_flows.model.esen import read_checkpoint
 from esen_flows.potentials import get_potential
+from esen_flows.potentials.zoo import SHIPPED, ZOO
 
 TARGETS = {"energy_mae": 3.0, "force_mae": 30.0, "stress_mae": 0.05}
 

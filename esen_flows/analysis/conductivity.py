@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from esen_flows.analysis.documents import latest_documents
 from esen_flows.schemas import ConductivityDocument
+from esen_flows.stores import load_mode_data
 
 #: The metrics' worst value: what a failed, unstable or symmetry-broken prediction scores.
 WORST = 2.0
@@ -117,7 +119,7 @@ class KappaRecord:
         if not failed:
             try:
                 kappa = doc.kappa_at(temperature)
-                data = doc.mode_data(store)
+                data = load_mode_data(doc, store)
                 t = int(np.argmin(np.abs(data["temperatures"] - temperature)))
                 mode, weights = data["mode_kappa"][t], data["weights"]
             except (ValueError, KeyError) as exc:
@@ -188,8 +190,6 @@ def kappa_metrics(
         failed) gets NaN metrics and a note, and pandas' ``df.sre.mean()`` and
         ``df.srme.mean()`` leave it out.
     """
-    from esen_flows.analysis.query import latest_documents
-
     refs = {d.label: d for d in latest_documents(store, "conductivity", potential=reference)}
     preds = {d.label: d for d in latest_documents(store, "conductivity", potential=predicted)}
     rows = []

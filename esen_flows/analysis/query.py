@@ -1,16 +1,26 @@
-"""Reading results back: ``query`` for documents, ``hull_table`` for a DataFrame."""
+"""Reading results back as tables: ``hull_table``, ``phonon_table``, ``conductivity_table``.
+
+The documents themselves come from ``esen_flows.analysis.documents`` (``query``,
+``latest_documents``), whose names are also importable from here.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from jobflow import JobStore
 
+from esen_flows.analysis.conductivity import conductivity_frame
+from esen_flows.analysis.documents import (  # noqa: F401 - query and kin importable from here
+    _in_chemsys,
+    latest_documents,
+    latest_per_label,
+    normalise_chemsys,
+    query,
+)
 from esen_flows.schemas import ResultDocument
-from esen_flows.stores import find_documents, open_store
 
 HULL_COLUMNS = [
     "label",
@@ -27,38 +37,6 @@ HULL_COLUMNS = [
     "status",
     "reason",
 ]
-
-
-def query(store: JobStore | str | Path, kind: str, **filters: Any) -> list[ResultDocument]:
-    """Result documents of ``kind`` ("relaxation", "stability", ...), newest first.
-
-    ``filters`` match document fields exactly (``label="AuCu-fcc-001"``, ``status="ok"``) or
-    take MongoDB operators (``e_above_hull={"$lt": 0.05}``).
-    """
-    return find_documents(open_store(store), kind, **filters)
-
-
-def latest_per_label(docs: list[ResultDocument]) -> list[ResultDocument]:
-    """Keep the newest document of each label (``docs`` newest first)."""
-    seen: set[str] = set()
-    out = []
-    for d in docs:
-        if d.label not in seen:
-            seen.add(d.label)
-            out.append(d)
-    return out
-
-
-def _in_chemsys(doc_chemsys: str | None, chemsys: str) -> bool:
-    if not doc_chemsys:
-        return False
-    return set(doc_chemsys.split("-")) <= set(chemsys.split("-"))
-
-
-def normalise_chemsys(chemsys: str) -> str:
-    """``"Cu, Au"`` or ``"Au-Cu"`` -> ``"Au-Cu"`` (sorted symbols joined by '-')."""
-    parts = [p.strip() for p in chemsys.replace(",", "-").replace(" ", "-").split("-")]
-    return "-".join(sorted(p for p in parts if p))
 
 
 def hull_table(
@@ -144,21 +122,6 @@ PHONON_COLUMNS = [
 ]
 
 
-def latest_documents(
-    store: JobStore | str | Path,
-    kind: str,
-    potential: str | None = None,
-    chemsys: str | None = None,
-) -> list[ResultDocument]:
-    """The newest document of ``kind`` for each label, optionally of one potential and within
-    a chemical system (``"Cu-Au"``)."""
-    if chemsys is not None:
-        chemsys = normalise_chemsys(chemsys)
-    filters = {} if potential is None else {"potential": potential}
-    docs = latest_per_label(query(store, kind, **filters))
-    return [d for d in docs if chemsys is None or _in_chemsys(d.chemsys, chemsys)]
-
-
 def phonon_documents(
     store: JobStore | str | Path, potential: str | None = None, chemsys: str | None = None
 ) -> list[ResultDocument]:
@@ -213,8 +176,6 @@ def conductivity_table(
         ``CONDUCTIVITY_COLUMNS``: ``kappa`` and its particle and coherence parts at
         ``temperature`` K, W/(m K), (xx+yy+zz)/3; highest kappa first.
     """
-    from esen_flows.analysis.conductivity import conductivity_frame
-
     docs = latest_documents(store, "conductivity", potential, chemsys)
     table = conductivity_frame(docs, temperature)  # type: ignore[arg-type]
     return table.sort_values(["kappa", "label"], ascending=[False, True], na_position="last")

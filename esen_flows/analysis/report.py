@@ -28,16 +28,16 @@ from esen_flows.analysis.report_plots import (  # noqa: F401 - re-exported
     SHOW_UNSTABLE,
     _elements,
     _plottable,
-    _pyplot,
     _within,
     figure_to_data_uri,
     hull_entries,
     plot_e_above_hull,
     plot_hull,
+    pyplot,
 )
 from esen_flows.analysis.store_hull import store_stability
 from esen_flows.schemas import StabilityDocument
-from esen_flows.stores import open_store
+from esen_flows.stores import load_band_structure, open_store
 
 #: Largest number of phonon band-structure/DOS plots in a report (unstable ones first).
 MAX_PHONON_PLOTS = 24
@@ -245,7 +245,10 @@ def _phonons_html(store: JobStore, chemsys: str | None) -> str:
         verdict = "stable" if doc.dynamically_stable else "UNSTABLE"
         caption = f"{doc.label} ({doc.formula}, {doc.potential}): {verdict}"
         parts.append(
-            _figure_html(caption, lambda d=doc: plot_phonons(d.bands(store), d.dos, title=d.label))
+            _figure_html(
+                caption,
+                lambda d=doc: plot_phonons(load_band_structure(d, store), d.dos, title=d.label),
+            )
         )
     if len(docs) > MAX_PHONON_PLOTS:
         parts.append(f"<p>{len(docs) - MAX_PHONON_PLOTS} more phonon results not plotted.</p>")

@@ -53,7 +53,7 @@ def _plottable(doc: ResultDocument) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """``matplotlib.pyplot``, on the non-interactive Agg backend unless a backend was chosen.
 
     pymatgen's ``PDPlotter`` draws through pyplot's global state, so pyplot is needed; a
@@ -147,7 +147,7 @@ def plot_hull(docs: Sequence[StabilityDocument], chemsys: str) -> Figure:
     if not 2 <= n <= MAX_PLOT_ELEMENTS:
         raise ValueError(f"{chemsys}: hull plots are drawn for 2 or 3 elements, not {n}")
     diagram = PhaseDiagram(hull_entries(docs, chemsys))
-    plt = _pyplot()
+    plt = pyplot()
     before = set(plt.get_fignums())
     try:
         plotter = PDPlotter(diagram, backend="matplotlib", show_unstable=SHOW_UNSTABLE)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -250,26 +249,3 @@ def phonopy_from_yaml(text: str) -> Phonopy:
     import phonopy
 
     return phonopy.load(io.StringIO(text), produce_fc=False, symmetrize_fc=False)
-
-
-def phonopy_record(phonon: Phonopy) -> dict[str, Any]:
-    """What the data store keeps of a phonon calculation: the phonopy YAML without force
-    constants, and the force constants as a compressed binary array (as YAML text those of a
-    500-atom cell are 2.25 million numbers: a minute to parse)."""
-    from esen_flows.stores import encode_array
-
-    return {
-        "yaml": phonopy_yaml(phonon, force_constants=False),
-        "force_constants": encode_array(phonon.force_constants),
-    }
-
-
-def phonopy_from_record(record: dict[str, Any]) -> Phonopy:
-    """The ``Phonopy`` object of a ``phonopy_record`` (or of an older record whose YAML holds
-    the force constants)."""
-    from esen_flows.stores import decode_array
-
-    phonon = phonopy_from_yaml(record["yaml"])
-    if record.get("force_constants") is not None:
-        phonon.force_constants = decode_array(record["force_constants"])
-    return phonon

@@ -21,7 +21,6 @@ from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
 from esen_flows.analysis.conductivity import kappa_average
-from esen_flows.analysis.phonons import dynamic_stability
 from esen_flows.dynamics.conductivity import (
     Conductivity,
     build_phono3py,
@@ -32,6 +31,7 @@ from esen_flows.dynamics.conductivity import (
     mesh_frequencies,
     phono3py_yaml,
 )
+from esen_flows.dynamics.phonon_properties import dynamic_stability
 from esen_flows.dynamics.phonons import supercell_for_length
 from esen_flows.io import UnreadableInput, to_atoms, to_structure
 from esen_flows.potentials import Potential, batch_budget

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from esen_flows.analysis.phonons import GAMMA_ACOUSTIC_TOLERANCE
 from esen_flows.dynamics.conductivity import (
     METHODS,
     PHONO3PY_DISPLACEMENT,
     RandomDisplacements,
     wigner_available,
 )
+from esen_flows.dynamics.phonon_properties import GAMMA_ACOUSTIC_TOLERANCE
 from esen_flows.dynamics.phonons import PHONOPY_SYMPREC
 from esen_flows.io import UnreadableInput
 from esen_flows.tasks.phonons import checked_supercell

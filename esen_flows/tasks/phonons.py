@@ -20,7 +20,7 @@ from phonopy import Phonopy
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from esen_flows.analysis.phonons import (
+from esen_flows.dynamics.phonon_properties import (
     DEFAULT_MESH,
     GAMMA_ACOUSTIC_TOLERANCE,
     band_path_qpoints,
@@ -34,13 +34,12 @@ from esen_flows.dynamics.phonons import (
     PHONOPY_SYMPREC,
     build_phonopy,
     compute_force_constants,
-    phonopy_record,
     supercell_for_length,
 )
 from esen_flows.io import UnreadableInput
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import PhononDocument, ThermalProperties
-from esen_flows.stores import save_data, save_documents
+from esen_flows.stores import phonopy_record, save_data, save_documents
 from esen_flows.tasks.lattice import chunks, prepare
 
 #: A structure's own supercell matrix, in its ``properties``.

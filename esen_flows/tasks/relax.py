@@ -25,7 +25,6 @@ from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
 from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
 from esen_flows.io import UnreadableInput, get_label, safe_text, to_atoms, to_structure
-from esen_flows.leases import Leases
 from esen_flows.potentials import (
     Potential,
     UnsupportedElementError,
@@ -41,6 +40,7 @@ from esen_flows.schemas import (
     make_key,
 )
 from esen_flows.stores import find_documents, save_documents
+from esen_flows.stores.leases import Leases
 
 
 @dataclass(frozen=True)

@@ -1,159 +1,21 @@
-"""Stores: the embedded on-disk default, the production store, and the results collection.
-
-A jobflow ``JobStore`` holds job outputs (``docs_store``) and large arrays (additional store
-``"data"``). esen-flows also writes every result document, one structure at a time as it
-finishes, to a ``"results"`` store: that is what makes an interrupted screen lose nothing and a
-re-run skip finished work, and what ``esen_flows.analysis.query`` reads.
-
-- ``default_store(path)``: maggma ``MontyStore``s (montydb on SQLite) under ``path``; no server.
-- ``production_store()``: jobflow's configured ``JOB_STORE`` (``JOBFLOW_CONFIG_FILE``), e.g.
-  MongoDB with GridFS. Give it a ``results`` additional store; without one, esen-flows uses a
-  sibling collection ``<docs collection>_results`` of the docs store.
-"""
+"""The results store (one document per structure, written as each finishes) and the data
+store (large arrays), beside the job outputs of a ``JobStore``."""
 
 from __future__ import annotations
 
-import base64
 import sqlite3
-import warnings
-import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from jobflow import JobStore
 from maggma.core import Store
 from maggma.stores import MontyStore
 from monty.json import jsanitize
 
 from esen_flows.schemas import ResultDocument, document_class
-
-RESULTS = "results"
-DATA = "data"
-
-
-try:  # POSIX; elsewhere connects are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
-
-class EmbeddedStore(MontyStore):
-    """A maggma ``MontyStore`` whose ``connect`` is serialised across processes.
-
-    maggma rewrites montydb's storage files on every connect (truncate, then write) and
-    montydb reads them back to pick its engine: a second process connecting to the same folder
-    in between fails with "Empty module name". Two screens, or two FireWorks workers, started
-    at once into one embedded store do exactly that, so connects take an exclusive
-    ``fcntl`` lock on ``<database_path>/.connect.lock``.
-    """
-
-    def connect(self, force_reset: bool = False) -> None:
-        if self._coll and not force_reset:
-            return
-        folder = Path(self.database_path)
-        if fcntl is None or self.database_path == ":memory:":
-            super().connect(force_reset=force_reset)
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".connect.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                super().connect(force_reset=force_reset)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _monty(path: Path, collection: str) -> MontyStore:
-    return EmbeddedStore(
-        collection_name=collection,
-        database_path=str(path),
-        database_name="esen_flows",
-        storage="sqlite",
-    )
-
-
-class StoreError(RuntimeError):
-    """A store file that cannot be read: the message names it and says what to do."""
-
-
-def _sqlite_problem(path: Path) -> str | None:
-    """Why an SQLite file cannot be read (truncated, not a database), or None when sound."""
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = con.execute("PRAGMA quick_check").fetchone()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    return None if row and row[0] == "ok" else str(row[0] if row else "unreadable")
-
-
-def _set_aside(path: Path, problem: str, what: str) -> None:
-    """Move an unreadable derived file out of the way (it is rebuilt) with a warning."""
-    aside = path.with_name(f"{path.name}.unreadable-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-    path.rename(aside)
-    warnings.warn(
-        f"{path}: {what} cannot be read ({problem}); moved to {aside.name}, rebuilt",
-        stacklevel=3,
-    )
-
-
-def check_embedded(path: Path) -> None:
-    """Check the SQLite files of an embedded store: an unreadable job-outputs collection (job
-    bookkeeping, derived) is set aside and started afresh, with a warning; an unreadable
-    results collection is a ``StoreError`` naming the file."""
-    folder = path / "esen_flows"
-    outputs = folder / "outputs.collection"
-    if outputs.is_file() and (problem := _sqlite_problem(outputs)):
-        _set_aside(outputs, problem, "the job-outputs collection")
-    results = folder / f"{RESULTS}.collection"
-    if results.is_file() and (problem := _sqlite_problem(results)):
-        raise StoreError(
-            f"{results}: the results collection cannot be read ({problem}); restore it from a "
-            "backup, or move it away to start an empty store"
-        )
-
-
-def default_store(path: str | Path = "./results") -> JobStore:
-    """The embedded on-disk store: job outputs, results and large arrays under ``path``.
-
-    It survives serialisation (``as_dict``/``from_dict``), so it can travel inside a Firework.
-
-    Raises
-    ------
-    StoreError
-        When ``path`` is a file, or its results collection cannot be read.
-    """
-    path = Path(path).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"{path}: is a file, not a store folder")
-    path.mkdir(parents=True, exist_ok=True)
-    check_embedded(path)
-    return JobStore(
-        docs_store=_monty(path, "outputs"),
-        additional_stores={DATA: _monty(path / "data", "data"), RESULTS: _monty(path, RESULTS)},
-    )
-
-
-def production_store() -> JobStore:
-    """jobflow's configured ``JOB_STORE`` (from ``JOBFLOW_CONFIG_FILE``), MongoDB in production."""
-    from jobflow import SETTINGS
-
-    return SETTINGS.JOB_STORE
-
-
-def open_store(store: JobStore | str | Path) -> JobStore:
-    """A ``JobStore`` from a store or a folder of the embedded default store."""
-    if isinstance(store, JobStore):
-        return store
-    path = Path(store)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such store folder")
-    return default_store(path)
+from esen_flows.stores.embedded import DATA, RESULTS, open_store, set_aside, sqlite_problem
 
 
 def _additional_store(store: JobStore, name: str) -> Store:
@@ -312,8 +174,8 @@ class _KeyIndex:
         if getattr(store, "storage", "sqlite") == "memory" or not folder.is_dir():
             return None
         index = cls(folder / f"{store.database_name}.{store.collection_name}.keys.sqlite")
-        if index.path.is_file() and (problem := _sqlite_problem(index.path)):
-            _set_aside(index.path, problem, "the key index")
+        if index.path.is_file() and (problem := sqlite_problem(index.path)):
+            set_aside(index.path, problem, "the key index")
         if not index._complete():
             index._rebuild(_connected(store))
         return index
@@ -383,20 +245,3 @@ def load_data(
     for row in target.query(criteria=criteria, sort={"created_at": -1}, limit=1):
         return {k: v for k, v in row.items() if k != "_id"}
     raise KeyError(f"no {kind} data for key {key}" + (f" (label {label})" if label else ""))
-
-
-def encode_array(array: Any) -> dict[str, Any]:
-    """A numpy array as a small JSON/BSON-ready record: dtype, shape and the zlib-compressed
-    bytes in base64 (mode conductivities and fc3 would be megabytes of JSON numbers)."""
-    arr = np.ascontiguousarray(array)
-    return {
-        "dtype": arr.dtype.str,
-        "shape": list(arr.shape),
-        "data": base64.b64encode(zlib.compress(arr.tobytes(), 6)).decode("ascii"),
-    }
-
-
-def decode_array(record: dict[str, Any]) -> np.ndarray:
-    """The array ``encode_array`` wrote."""
-    raw = zlib.decompress(base64.b64decode(record["data"]))
-    return np.frombuffer(raw, dtype=np.dtype(record["dtype"])).reshape(record["shape"]).copy()

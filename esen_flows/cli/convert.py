@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from esen_flows.cli.common import CLIError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``convert`` subcommand."""
@@ -26,7 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert, then print one line (or JSON) saying what was written."""
-    from esen_flows.cli import CLIError
     from esen_flows.model.checkpoints import convert
     from esen_flows.model.esen import CheckpointError
 

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from jobflow import JobStore
 from maggma.stores import MontyStore
 
-from esen_flows.stores import _connected, results_store, select_in
+from esen_flows.stores.results import _connected, results_store, select_in
 
 #: Seconds a lease lasts without renewal (a killed holder blocks others this long at most).
 TTL = 120.0

@@ -12,52 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from esen_flows import cli_convert, cli_screen
-from esen_flows.cli_output import (
+from esen_flows.cli import convert as cli_convert
+from esen_flows.cli import screen as cli_screen
+from esen_flows.cli.common import (
+    EXIT_FAILED,
+    EXIT_UNCONVERGED,
+    CLIError,
+    nonnegative_float,
+    positive_int,
+)
+from esen_flows.cli.output import (
     _json_value,
     _print_conductivity,
     _print_phonons,
     _print_summary,
     _print_table,
 )
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNCONVERGED = 3
-
-
-class CLIError(Exception):
-    """An error reported as one line with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,10 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", "-o", required=True, help="folder for data, stages and models")
     train.add_argument("--seed", type=int, default=0, help="seed of data and training")
     train.add_argument("--name", default="esen-emt-tiny", help="file name of the model")
-    train.add_argument("--direct-epochs", type=_positive_int, help="epochs of stage 1")
-    train.add_argument("--epochs", type=_positive_int, help="epochs of stage 2 (conservative)")
+    train.add_argument("--direct-epochs", type=positive_int, help="epochs of stage 1")
+    train.add_argument("--epochs", type=positive_int, help="epochs of stage 2 (conservative)")
     train.add_argument(
-        "--minutes", type=_nonnegative_float, help="wall-clock budget of each stage, minutes"
+        "--minutes", type=nonnegative_float, help="wall-clock budget of each stage, minutes"
     )
     train.add_argument("--random-cells", type=int, help="random decorated cells in the data")
     train.add_argument("--restart", action="store_true", help="ignore saved training states")
@@ -196,6 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from esen_flows.analysis.query import latest_per_label, query
     from esen_flows.dynamics.conductivity import write_phono3py_files
     from esen_flows.dynamics.phonons import phonopy_yaml
+    from esen_flows.stores import load_phono3py, load_phonopy
 
     store = _open_store(args.store)
     filters = {"status": "ok"}
@@ -218,10 +193,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         folder = Path(args.out) / doc.label
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "phonopy_params.yaml"
-        path.write_text(phonopy_yaml(doc.to_phonopy(store)), encoding="utf-8")
+        path.write_text(phonopy_yaml(load_phonopy(doc, store)), encoding="utf-8")
         print(path)
     for doc in kappas:
-        for path in write_phono3py_files(doc.to_phono3py(store), Path(args.out) / doc.label):
+        for path in write_phono3py_files(load_phono3py(doc, store), Path(args.out) / doc.label):
             print(path)
     return 0
 
@@ -349,9 +324,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"esen-flows {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-
-
-if __name__ == "__main__":  # python -m esen_flows.cli: run the imported module's main, whose
-    from esen_flows.cli import main as _main  # CLIError the subcommand modules raise
-
-    sys.exit(_main())

@@ -10,9 +10,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from esen_flows.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CLIError,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+)
+
 
 def _error(message: str, code: int | None = None) -> Exception:
-    from esen_flows.cli import EXIT_USAGE, CLIError
 
     return CLIError(message, EXIT_USAGE if code is None else code)
 
@@ -20,31 +28,30 @@ def _error(message: str, code: int | None = None) -> Exception:
 def add_screen_options(parser: argparse.ArgumentParser) -> None:
     """The options of a screen (files, potential, settings, stages), shared by ``screen`` and
     ``submit``."""
-    from esen_flows.cli import _nonnegative_float, _positive_float, _positive_int
 
     parser.add_argument("files", nargs="+", help="structure files or folders (CIF, POSCAR, extxyz)")
     parser.add_argument("--potential", "-p", default="emt", help="potential name (default: emt)")
     parser.add_argument(
         "--e-hull-max",
-        type=_nonnegative_float,
+        type=nonnegative_float,
         default=0.05,
         help="candidate threshold above the hull, eV/atom (default: 0.05)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="structures per relaxation job (default: 100)",
     )
     parser.add_argument(
         "--fmax",
-        type=_positive_float,
+        type=positive_float,
         default=0.05,
         help="force convergence, eV/A, above 0 (default: 0.05)",
     )
     parser.add_argument(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         help="FIRE step limit per structure (default: 500)",
     )
@@ -66,7 +73,7 @@ def add_screen_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--phonon-min-length",
-        type=_nonnegative_float,
+        type=nonnegative_float,
         default=15.0,
         help="smallest supercell width for phonons, A (default: 15)",
     )
@@ -78,7 +85,7 @@ def add_screen_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kappa-mesh",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="q-mesh n x n x n of the conductivity (default: 20, Matbench Discovery's)",
     )
@@ -164,7 +171,6 @@ def build_screen(
     ``submit``: the flow runs elsewhere, later: a model file is named by its absolute path
     (FireWorks runs each firework in a folder of its own) and the device need only be a
     device name (a login node has no GPU; the model is checked on its CPU)."""
-    from esen_flows.cli import EXIT_FAILED
     from esen_flows.io import UnreadableInput, load_structures
     from esen_flows.makers import (
         BatchRelaxMaker,

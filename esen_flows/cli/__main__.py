@@ -1,0 +1,7 @@
+"""``python -m esen_flows.cli``: the ``esen-flows`` command."""
+
+import sys
+
+from esen_flows.cli.main import main
+
+sys.exit(main())
