@@ -16,7 +16,7 @@
 # the wheels did not install).
 #
 # DEVICE=cpu QUICK=1 PYTHON=... runs the same rows small on a CPU: a dry run of the wheels in a
-# bare Python before spending device time (benchmarks/README.md, "GPU rows in one call").
+# bare Python before spending device time (benchmarks/METHODS.md, "GPU rows in one call").
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
