@@ -133,7 +133,7 @@ def phono3py_loop(
     from phono3py import Phono3py
     from phonopy.structure.atoms import PhonopyAtoms
 
-    settings = maker(POTENTIAL).settings()
+    settings = maker(POTENTIAL).settings
     calc = get_potential(POTENTIAL, device=device, dtype="float64").as_calculator()
     times = {"relax": 0.0, "forces": 0.0, "phono3py": 0.0}
     kappas: dict[str, float] = {}
@@ -153,7 +153,7 @@ def phono3py_loop(
         atoms.calc = calc
         atoms.set_constraint(FixSymmetry(atoms))
         FIRE(FrechetCellFilter(atoms), logfile=None).run(
-            fmax=settings.fmax, steps=settings.max_steps
+            fmax=settings.relax.fmax, steps=settings.relax.max_steps
         )
         atoms.set_constraint()
         t1 = time.perf_counter()

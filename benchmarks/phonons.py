@@ -51,6 +51,7 @@ from esen_flows.dynamics.phonons import supercell_for_length  # noqa: E402
 from esen_flows.io import with_label  # noqa: E402
 from esen_flows.makers import PhononMaker  # noqa: E402
 from esen_flows.potentials import get_potential  # noqa: E402
+from esen_flows.tasks import PhononSettings, SymmetricRelax  # noqa: E402
 
 POTENTIAL = "esen-emt-tiny"
 DTYPE = "float64"
@@ -87,10 +88,10 @@ def run_esen_flows(
         potential=POTENTIAL,
         dtype=DTYPE,
         device=device,
-        fmax=FMAX,
-        max_steps=MAX_STEPS,
-        symprec=SYMPREC,
-        displacement=DISPLACEMENT,
+        settings=PhononSettings(
+            relax=SymmetricRelax(fmax=FMAX, max_steps=MAX_STEPS, symprec=SYMPREC),
+            displacement=DISPLACEMENT,
+        ),
     )
     job = maker.make(structures, [matrices[s.properties["label"]] for s in structures])
     with tempfile.TemporaryDirectory() as folder:

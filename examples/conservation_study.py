@@ -24,6 +24,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from jobflow import run_locally
 
 from esen_flows.makers import EnergyConservationMaker
+from esen_flows.tasks import NVESettings
 from esen_flows.training.data import MELTING_POINTS
 
 MODELS = ("esen-emt-tiny", "esen-emt-tiny-direct")
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     structures, temps = cells()
     rows, runs = [], {}
     for model in MODELS:
-        maker = EnergyConservationMaker(potential=model, steps=args.steps, sample_every=10)
+        maker = EnergyConservationMaker(
+            potential=model, settings=NVESettings(steps=args.steps, sample_every=10)
+        )
         job = maker.make(structures, temperatures=temps)
         t0 = time.perf_counter()
         out = run_locally(job, create_folders=False, log=False, raise_immediately=True)

@@ -40,6 +40,7 @@ from esen_flows.makers import (
     ThermalConductivityMaker,
 )
 from esen_flows.stores import default_store
+from esen_flows.tasks import ConductivitySettings, PhononSettings, RelaxSettings
 
 
 def screen(structures, potential: str, store_dir: str):
@@ -48,7 +49,7 @@ def screen(structures, potential: str, store_dir: str):
         potential=potential,
         e_hull_max=0.05,
         batch_size=100,
-        relax_maker=BatchRelaxMaker(fmax=0.05, max_steps=500),
+        relax_maker=BatchRelaxMaker(settings=RelaxSettings(fmax=0.05, max_steps=500)),
     )
     flow = maker.make(structures)
     print(f"[{potential}] flow: {len(flow.jobs)} jobs ({', '.join(j.name for j in flow.jobs)})")
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for d in query(store, "stability", potential=args.potential, status="ok")
             if d.stable and d.structure is not None
         ]
-        maker = PhononMaker(potential=args.potential, min_length=10.0)
+        maker = PhononMaker(potential=args.potential, settings=PhononSettings(min_length=10.0))
         t0 = time.perf_counter()
         run_locally(maker.make(on_hull), store=store, create_folders=False, log=False)
         print(f"\nphonons of {len(on_hull)} structures in {time.perf_counter() - t0:.1f} s")
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         stable.sort(key=lambda d: (d.n_sites, -_spacegroup_number(d), d.label))
         stable = [with_label(d.structure, d.label) for d in stable[:1]]  # the cheapest
-        maker = ThermalConductivityMaker(potential=args.potential, mesh=[11, 11, 11])
+        maker = ThermalConductivityMaker(
+            potential=args.potential, settings=ConductivitySettings(mesh=[11, 11, 11])
+        )
         t0 = time.perf_counter()
         run_locally(maker.make(stable), store=store, create_folders=False, log=False)
         print(f"\nconductivity of {len(stable)} structures in {time.perf_counter() - t0:.1f} s")

@@ -294,11 +294,17 @@ def test_matbench_discovery_preset_and_per_structure_settings(tmp_path):
     import ase.io
 
     from esen_flows.io import load_structures
-    from esen_flows.tasks.conductivity import own_settings
+    from esen_flows.tasks.conductivity import overrides_from_properties
+    from esen_flows.tasks.settings import own_settings
 
     m = ThermalConductivityMaker.matbench_discovery(potential="emt")
-    s = m.settings()
-    assert (s.fmax, s.max_steps, s.displacement, s.phono3py_symprec) == (1e-4, 300, 0.03, 1e-5)
+    s = m.settings
+    assert (s.relax.fmax, s.relax.max_steps, s.displacement, s.phono3py_symprec) == (
+        1e-4,
+        300,
+        0.03,
+        1e-5,
+    )
     assert s.temperatures == (300.0,) and s.wigner and s.isotope and s.method == "rta"
     assert s.mesh == (20, 20, 20) and s.boundary_mfp == 1e6 and s.symmetrize
     # a kappa-103 style frame carries its own supercells and mesh
@@ -307,7 +313,9 @@ def test_matbench_discovery_preset_and_per_structure_settings(tmp_path):
     atoms.info["q_point_mesh"] = [19, 19, 19]
     ase.io.write(tmp_path / "k.extxyz", atoms)
     (item,) = load_structures([tmp_path / "k.extxyz"])
-    own = own_settings(item, s.as_dict())
+    (override,) = overrides_from_properties([item])
+    allowed = ("supercell_matrix", "fc2_supercell_matrix", "mesh")
+    own = own_settings(s.key_dict(), override, allowed)
     assert own["supercell_matrix"] == np.diag([2] * 3).tolist()
     assert own["fc2_supercell_matrix"] == np.diag([4] * 3).tolist() and own["mesh"] == [19] * 3
 
@@ -323,7 +331,7 @@ def test_bad_settings_are_refused_when_the_flow_is_made():
     ):
         with pytest.raises(ValueError, match=match):
             ThermalConductivityMaker(**bad).make(bulk("Cu"))
-    with pytest.raises(ValueError, match="2 values of q_point_mesh for 1"):
+    with pytest.raises(ValueError, match="got 2 meshes for 1 structures"):
         ThermalConductivityMaker().make(bulk("Cu"), meshes=[[4, 4, 4], None])
 
 

@@ -11,8 +11,8 @@ from ase.build import bulk
 from jobflow import JobStore
 from maggma.stores import MemoryStore
 
-from esen_flows.leases import Leases
 from esen_flows.stores import default_store, results_store
+from esen_flows.stores.leases import Leases
 
 
 def memory_store() -> JobStore:

@@ -110,9 +110,40 @@ def test_flow_round_trips_through_json(alloys):
     again = json.loads(text, cls=MontyDecoder)
     assert isinstance(again, Flow)
     assert [j.name for j in again.jobs] == [j.name for j in flow.jobs]
-    assert again.jobs[0].function_args[1][0].properties["label"] == alloys[0].info["label"]
+    assert again.jobs[0].function_args[0][0].properties["label"] == alloys[0].info["label"]
+    # the job is its maker's: Job.maker, with the settings object, survives JSON
+    assert isinstance(again.jobs[0].maker, BatchRelaxMaker)
+    assert again.jobs[0].maker.settings == flow.jobs[0].maker.settings
     maker = ScreeningMaker.from_dict(ScreeningMaker(e_hull_max=0.1).as_dict())
     assert maker.e_hull_max == 0.1
+
+
+def test_settings_are_held_once_and_flat_arguments_are_deprecated():
+    """A maker holds its settings object; the flat keyword arguments of before still work for
+    one release, with a warning, and give the same settings (so the same result keys)."""
+    from esen_flows.makers import EnergyConservationMaker, PhononMaker, ThermalConductivityMaker
+    from esen_flows.tasks import NVESettings, PhononSettings, RelaxSettings, SymmetricRelax
+
+    new = PhononMaker(settings=PhononSettings(relax=SymmetricRelax(fmax=1e-3), min_length=12))
+    with pytest.warns(DeprecationWarning, match="settings=PhononSettings"):
+        old = PhononMaker(fmax=1e-3, min_length=12)
+    assert old.settings == new.settings and old.settings.key_dict() == new.settings.key_dict()
+    with pytest.warns(DeprecationWarning, match="settings.min_length"):
+        assert old.min_length == 12
+    with pytest.warns(DeprecationWarning):
+        assert BatchRelaxMaker(fmax=0.02).settings == RelaxSettings(fmax=0.02)
+    with pytest.warns(DeprecationWarning):
+        assert EnergyConservationMaker(steps=10).settings == NVESettings(steps=10)
+    # no relaxation: the relaxation's fields leave the key, as before
+    off = PhononSettings(relax=None).key_dict()
+    assert off["relax"] is False and "fmax" not in off
+    # a preset with flat overrides, and a bad value refused where the settings are made
+    kappa = ThermalConductivityMaker.matbench_discovery(mesh=[5, 5, 5], fmax=1e-3)
+    assert kappa.settings.mesh == (5, 5, 5) and kappa.settings.relax.fmax == 1e-3
+    with pytest.raises(ValueError, match="fmax"):
+        RelaxSettings(fmax=0)
+    with pytest.raises(TypeError, match="PhononSettings"):
+        PhononMaker(settings=RelaxSettings()).make(bulk("Cu", cubic=True))
 
 
 def test_a_structure_whose_evaluation_raises_is_a_failed_document(store, alloys):

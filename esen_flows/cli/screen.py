@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,7 @@ def build_screen(
         ThermalConductivityMaker,
     )
     from esen_flows.potentials import PotentialError, check_potential
+    from esen_flows.tasks import PhononSettings, RelaxSettings
 
     _check_device(args.device, syntax_only=submit)
     if submit and args.potential.startswith("esen:"):
@@ -203,21 +205,27 @@ def build_screen(
     except PotentialError as exc:
         raise _error(str(exc)) from exc
 
-    maker = ScreeningMaker(
-        potential=args.potential,
-        e_hull_max=args.e_hull_max,
-        batch_size=args.batch_size,
-        relax_maker=BatchRelaxMaker(fmax=args.fmax, max_steps=args.max_steps, device=args.device),
-        reference_entries=_read_references(args.references),
-        compatibility=args.compatibility,
-        phonons=args.phonons,
-        phonon_maker=PhononMaker(min_length=args.phonon_min_length, device=args.device),
-        conductivity=args.conductivity,
-        conductivity_maker=ThermalConductivityMaker.matbench_discovery(
-            device=args.device, **({"mesh": [args.kappa_mesh] * 3} if args.kappa_mesh else {})
-        ),
-    )
     try:
+        kappa = ThermalConductivityMaker.matbench_discovery(device=args.device)
+        if args.kappa_mesh:
+            kappa.settings = replace(kappa.settings, mesh=[args.kappa_mesh] * 3)
+        maker = ScreeningMaker(
+            potential=args.potential,
+            e_hull_max=args.e_hull_max,
+            batch_size=args.batch_size,
+            relax_maker=BatchRelaxMaker(
+                settings=RelaxSettings(fmax=args.fmax, max_steps=args.max_steps),
+                device=args.device,
+            ),
+            reference_entries=_read_references(args.references),
+            compatibility=args.compatibility,
+            phonons=args.phonons,
+            phonon_maker=PhononMaker(
+                settings=PhononSettings(min_length=args.phonon_min_length), device=args.device
+            ),
+            conductivity=args.conductivity,
+            conductivity_maker=kappa,
+        )
         flow = maker.make(items)
     except ValueError as exc:
         raise _error(str(exc)) from exc

@@ -4,29 +4,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from jobflow import Job, Maker, job
+from jobflow import Job, Maker
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
-from esen_flows.makers.relax import STORE_CONFIG, _current_store
+from esen_flows.makers.base import accepts_flat_settings, current_store, esen_job
 from esen_flows.potentials import get_potential
 from esen_flows.schemas import ConductivityDocument
 from esen_flows.stores import data_store
 from esen_flows.tasks.conductivity import (
-    FC2_SUPERCELL,
-    FC3_SUPERCELL,
-    PHONO3PY_TEMPERATURES,
-    Q_MESH,
     ConductivitySettings,
-    checked_mesh,
+    overrides_from_properties,
     run_conductivity,
 )
-from esen_flows.tasks.phonons import checked_supercell
+from esen_flows.tasks.settings import PER_STRUCTURE, PROBLEM, RELAX_FIELDS, with_flat
+
+#: The settings ``ThermalConductivityMaker`` used to declare flat (deprecated keyword
+#: arguments): every field of ``ConductivitySettings`` and the relaxation's.
+FLAT_CONDUCTIVITY = (
+    *RELAX_FIELDS,
+    *(n for n in ConductivitySettings.__dataclass_fields__ if n not in RELAX_FIELDS),
+)
 
 
+@accepts_flat_settings(*FLAT_CONDUCTIVITY)
 @dataclass
 class ThermalConductivityMaker(Maker):
     """Lattice thermal conductivity with phono3py: optional symmetric tight relaxation, fc2
@@ -35,7 +39,7 @@ class ThermalConductivityMaker(Maker):
 
     Structures with imaginary modes on the conductivity's q-grid (from fc2) get a document that
     says so and no fc3 work. fc2, fc3 and the mode conductivity go to the ``data`` store
-    (``ConductivityDocument.to_phono3py`` and ``mode_data`` read them back; ``esen-flows
+    (``esen_flows.stores.load_phono3py`` and ``load_mode_data`` read them back; ``esen-flows
     export`` writes phono3py's files). ``matbench_discovery()`` gives Matbench Discovery's kappa
     protocol.
 
@@ -45,42 +49,12 @@ class ThermalConductivityMaker(Maker):
         Job name.
     potential
         Potential name for ``get_potential``.
-    relax, fmax, max_steps, symprec
-        Relax first (FIRE, Frechet cell filter, space group kept at ``symprec`` A) to ``fmax``
-        eV/A within ``max_steps``.
-    supercell_matrix, fc2_supercell_matrix
-        fc3 and fc2 supercells (3 integers or 3x3); None: diagonal, at least ``min_length`` and
-        ``fc2_min_length`` A thick. A structure's own ``fc3_supercell``, ``fc2_supercell`` and
-        ``q_point_mesh`` properties (Matbench Discovery's names) win.
-    displacement
-        Displacement distance, A (phono3py's default 0.03).
-    cutoff_pair_distance
-        phono3py's pair cutoff, A (None: all pairs, its default).
-    displacements
-        ``"systematic"`` (default; Matbench Discovery's protocol) or ``"random"``: random
-        displacements of every atom, force constants fitted with symfc, far fewer supercells
-        (``fast()``).
-    n_snapshots, n_fc2_snapshots, random_seed, plusminus, snapshot_factor
-        ``"random"``: fc3 and fc2 supercells (a number or ``"auto"``), the seed (recorded in
-        the document's settings), +- pairs, phono3py's ``number_estimation_factor``.
-    phono3py_symprec
-        phono3py's symmetry tolerance, A (its default 1e-5).
-    mesh
-        q-mesh: 3 numbers or a length in A (default 40 A: 19x19x19 for fcc Cu's primitive cell).
-    temperatures
-        K (phono3py's RTA default: 0 to 1000 K in steps of 10).
-    method
-        "rta" (default) or "lbte".
-    wigner
-        Add the Wigner coherence term (phono3py's SMM19).
-    isotope
-        Isotope scattering.
-    boundary_mfp
-        Boundary mean free path, micrometres.
-    symmetrize
-        Symmetrise fc2 and fc3.
-    gamma_tolerance
-        Acoustic modes at Gamma may reach -``gamma_tolerance`` THz (Matbench Discovery: 0.01).
+    settings
+        ``ConductivitySettings``: the relaxation first (``SymmetricRelax`` or None), fc2 and
+        fc3 supercells, displacements (systematic or random), q-mesh, temperatures, method,
+        Wigner term, isotopes, boundary mean free path; all enter the key. A structure's own
+        ``fc3_supercell``, ``fc2_supercell`` and ``q_point_mesh`` properties (Matbench
+        Discovery's names) or the per-structure arguments of ``make`` win.
     device, dtype
         Passed to ``get_potential``; float64 by default (finite differences of forces).
     retry_failed
@@ -89,31 +63,7 @@ class ThermalConductivityMaker(Maker):
 
     name: str = "conductivity"
     potential: str = "esen-emt-tiny"
-    relax: bool = True
-    fmax: float = 1.0e-4
-    max_steps: int = 1000
-    symprec: float = 1.0e-3
-    supercell_matrix: Sequence[Sequence[int]] | Sequence[int] | None = None
-    fc2_supercell_matrix: Sequence[Sequence[int]] | Sequence[int] | None = None
-    min_length: float = 7.0
-    fc2_min_length: float = 12.0
-    displacement: float = 0.03
-    cutoff_pair_distance: float | None = None
-    displacements: str = "systematic"
-    n_snapshots: int | str = "auto"
-    n_fc2_snapshots: int | str = "auto"
-    random_seed: int = 0
-    plusminus: bool = False
-    snapshot_factor: float | None = None
-    phono3py_symprec: float = 1.0e-5
-    mesh: float | Sequence[int] = 40.0
-    temperatures: Sequence[float] = field(default_factory=lambda: list(PHONO3PY_TEMPERATURES))
-    method: str = "rta"
-    wigner: bool = False
-    isotope: bool = False
-    boundary_mfp: float | None = None
-    symmetrize: bool = True
-    gamma_tolerance: float = 0.01
+    settings: ConductivitySettings = field(default_factory=ConductivitySettings)
     device: str | None = None
     dtype: str | None = "float64"
     retry_failed: bool = False
@@ -121,12 +71,12 @@ class ThermalConductivityMaker(Maker):
     @classmethod
     def matbench_discovery(cls, **overrides: Any) -> ThermalConductivityMaker:
         """A maker with Matbench Discovery's kappa protocol (``ConductivitySettings.
-        matbench_discovery``); ``overrides`` set any field (e.g. ``potential``)."""
-        preset = ConductivitySettings.matbench_discovery()
-        names = {f.name for f in fields(ConductivitySettings)}
-        values = {n: getattr(preset, n) for n in names}
-        values["temperatures"] = list(values["temperatures"])
-        return cls(**{**values, "name": "conductivity (Matbench Discovery)", **overrides})
+        matbench_discovery``); ``overrides`` set the maker's fields (``potential``, ...) or,
+        flat, the settings' (``mesh=...``, ``fmax=...``)."""
+        flat = {k: overrides.pop(k) for k in list(overrides) if k in FLAT_CONDUCTIVITY}
+        settings = with_flat(ConductivitySettings.matbench_discovery(), flat)
+        values = {"name": "conductivity (Matbench Discovery)", "settings": settings}
+        return cls(**{**values, **overrides})
 
     @classmethod
     def fast(cls, **overrides: Any) -> ThermalConductivityMaker:
@@ -137,13 +87,6 @@ class ThermalConductivityMaker(Maker):
         without, from 4.6x fewer fc3 supercells); the same settings otherwise."""
         values = {"name": "conductivity (fast)", "displacements": "random", "plusminus": True}
         return cls.matbench_discovery(**{**values, **overrides})
-
-    def settings(self) -> ConductivitySettings:
-        """The settings that enter each result's key (checked: a bad value raises here)."""
-        names = {f.name for f in fields(ConductivitySettings)}
-        values = {n: getattr(self, n) for n in names}
-        values["temperatures"] = tuple(self.temperatures)
-        return ConductivitySettings(**values)
 
     def make(
         self,
@@ -156,42 +99,49 @@ class ThermalConductivityMaker(Maker):
 
         ``supercell_matrices`` (fc3), ``fc2_supercell_matrices`` and ``meshes``: one per
         structure (None entries keep the maker's own), as Matbench Discovery gives each of its
-        structures.
+        structures; they win over a structure's own properties.
         """
-        self.settings()  # bad settings fail now, not inside the job
+        if not isinstance(self.settings, ConductivitySettings):
+            kind = type(self.settings).__name__
+            raise TypeError(f"settings must be ConductivitySettings, got {kind}")
         items = load_structures(structures)
-        for values, prop, check in (
-            (supercell_matrices, FC3_SUPERCELL, checked_supercell),
-            (fc2_supercell_matrices, FC2_SUPERCELL, checked_supercell),
-            (meshes, Q_MESH, checked_mesh),
+        overrides = overrides_from_properties(items)
+        for values, name, arg in (
+            (supercell_matrices, "supercell_matrix", "supercell_matrices"),
+            (fc2_supercell_matrices, "fc2_supercell_matrix", "fc2_supercell_matrices"),
+            (meshes, "mesh", "meshes"),
         ):
             if values is None:
                 continue
             if len(values) != len(items):
-                raise ValueError(f"got {len(values)} values of {prop} for {len(items)} structures")
-            for item, value in zip(items, values, strict=True):
-                if value is not None and isinstance(item, Structure):
-                    checked = check(value)
-                    item.properties[prop] = list(checked) if isinstance(checked, tuple) else checked
-        job_ = run_conductivity_job(self, items)
-        job_.name = self.name
-        return job_
+                raise ValueError(f"got {len(values)} {arg} for {len(items)} structures")
+            for i, value in enumerate(values):
+                if value is None:
+                    continue
+                checked = PER_STRUCTURE[name](value)
+                own = overrides[i] if overrides[i] and PROBLEM not in overrides[i] else {}
+                own[name] = list(checked) if isinstance(checked, tuple) else checked
+                overrides[i] = own
+        return self.run(items, overrides)
 
-
-@job(config=STORE_CONFIG, data=True)
-def run_conductivity_job(
-    maker: ThermalConductivityMaker, structures: list[Structure | UnreadableInput]
-) -> list[ConductivityDocument]:
-    """The job behind ``ThermalConductivityMaker``."""
-    potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
-    store = _current_store()
-    if store is not None:  # the output (a batch of documents) goes to the data store: GridFS
-        data_store(store)  # in production, so no outputs document nears MongoDB's 16 MB
-    return run_conductivity(
-        structures,
-        potential,
-        maker.settings(),
-        store=store,
-        retry_failed=maker.retry_failed,
-        desc=maker.name,
-    )
+    @esen_job(data=True)
+    def run(
+        self,
+        structures: list[Structure | UnreadableInput],
+        overrides: list[dict | None] | None = None,
+    ) -> list[ConductivityDocument]:
+        """The job: the conductivity of ``structures`` (``overrides``: per structure, None or
+        its own ``supercell_matrix``, ``fc2_supercell_matrix``, ``mesh``)."""
+        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
+        store = current_store()
+        if store is not None:  # the output (a batch of documents) goes to the data store:
+            data_store(store)  # GridFS in production, so no outputs document nears 16 MB
+        return run_conductivity(
+            structures,
+            potential,
+            self.settings,
+            store=store,
+            retry_failed=self.retry_failed,
+            desc=self.name,
+            overrides=overrides if overrides is not None else [None] * len(structures),
+        )

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from jobflow import CURRENT_JOB, Job, JobConfig, Maker, job
+from jobflow import Job, Maker
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
+from esen_flows.makers.base import accepts_flat_settings, current_store, esen_job
 from esen_flows.potentials import check_potential, get_potential
 from esen_flows.schemas import RelaxationDocument
 from esen_flows.tasks import RelaxSettings, run_relaxations
 
-#: Jobs see the store they run with (``CURRENT_JOB.store``) to skip and persist results.
-STORE_CONFIG = JobConfig(expose_store=True)
+#: The settings ``BatchRelaxMaker`` used to declare flat (deprecated keyword arguments).
+FLAT_RELAX = ("fmax", "max_steps", "relax_cell", "min_distance")
 
 
-def _current_store():
-    """The JobStore of the running job (set by run_locally and FireWorks), or None."""
-    return getattr(CURRENT_JOB, "store", None)
-
-
+@accepts_flat_settings(*FLAT_RELAX)
 @dataclass
 class BatchRelaxMaker(Maker):
     """Relax many structures in one job, every FIRE step one batched evaluation.
@@ -35,14 +32,9 @@ class BatchRelaxMaker(Maker):
         Job name.
     potential
         Potential name for ``get_potential`` (``"emt"``, ``"esen:PATH"``, ``"module:Class"``).
-    fmax
-        Force (eV/A) and cell-gradient convergence threshold.
-    max_steps
-        FIRE step limit per structure.
-    relax_cell
-        Relax the cell with the Frechet cell filter.
-    min_distance
-        Atoms closer than this (A) make the structure fail as overlapping.
+    settings
+        ``RelaxSettings``: ``fmax`` (eV/A), ``max_steps``, ``relax_cell``, ``min_distance`` (A);
+        all enter the result key.
     device, dtype
         Passed to ``get_potential`` (ignored by ASE calculators).
     retry_failed
@@ -56,24 +48,20 @@ class BatchRelaxMaker(Maker):
 
     name: str = "batch relax"
     potential: str = "emt"
-    fmax: float = 0.05
-    max_steps: int = 500
-    relax_cell: bool = True
-    min_distance: float = 0.5
+    settings: RelaxSettings = field(default_factory=RelaxSettings)
     device: str | None = None
     dtype: str | None = None
     retry_failed: bool = False
     output_keys: bool = False
 
-    def settings(self, task: str = "relax") -> RelaxSettings:
-        """The settings that enter each result's key."""
-        return RelaxSettings(
-            task=task,
-            fmax=self.fmax,
-            max_steps=self.max_steps,
-            relax_cell=self.relax_cell,
-            min_distance=self.min_distance,
-        )
+    #: The task this maker runs ("static" for ``StaticMaker``).
+    task = "relax"
+
+    def task_settings(self) -> RelaxSettings:
+        """The settings of this maker's task (``settings`` with its ``task``)."""
+        if self.settings.task == self.task:
+            return self.settings
+        return replace(self.settings, task=self.task)
 
     def make(self, structures: list[StructureInput] | StructureInput) -> Job:
         """A job relaxing ``structures``; its output is one document per structure.
@@ -87,44 +75,35 @@ class BatchRelaxMaker(Maker):
             For ``fmax <= 0`` or ``max_steps < 1`` (no relaxation could converge), or a potential
         ``get_potential`` cannot build (``PotentialError``).
         """
-        self.settings()  # bad settings fail here, not inside the job
+        if not isinstance(self.settings, RelaxSettings):
+            raise TypeError(f"settings must be RelaxSettings, got {type(self.settings).__name__}")
         check_potential(self.potential, device=self.device, dtype=self.dtype)  # unknown: now
-        return _batch_job(self, load_structures(structures), "relax", single=False)
+        return self.run(load_structures(structures))
+
+    @esen_job
+    def run(
+        self, structures: list[Structure | UnreadableInput], single: bool = False
+    ) -> list[RelaxationDocument] | RelaxationDocument | list[dict[str, str]]:
+        """The job: relax (or evaluate) ``structures`` with the results store of the running
+        job; one document each, or the one document with ``single``."""
+        store = current_store()
+        if self.output_keys and store is None:
+            raise ValueError(f"{self.name}: output_keys needs a job store to keep the documents")
+        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
+        docs = run_relaxations(
+            structures,
+            potential,
+            self.task_settings(),
+            store=store,
+            retry_failed=self.retry_failed,
+            desc=self.name,
+        )
+        if self.output_keys:
+            return [{"key": d.key, "label": d.label} for d in docs]
+        return docs[0] if single else docs
 
 
-def _batch_job(
-    maker: BatchRelaxMaker, items: list[Structure | UnreadableInput], task: str, single: bool
-) -> Job:
-    job_ = run_batch(maker, items, task, single)
-    job_.name = maker.name
-    return job_
-
-
-@job(config=STORE_CONFIG)
-def run_batch(
-    maker: BatchRelaxMaker,
-    structures: list[Structure | UnreadableInput],
-    task: str = "relax",
-    single: bool = False,
-) -> list[RelaxationDocument] | RelaxationDocument | list[dict[str, str]]:
-    """The job behind the relaxation makers: ``task`` is ``"relax"`` or ``"static"``."""
-    store = _current_store()
-    if maker.output_keys and store is None:
-        raise ValueError(f"{maker.name}: output_keys needs a job store to keep the documents in")
-    potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
-    docs = run_relaxations(
-        structures,
-        potential,
-        maker.settings(task),
-        store=store,
-        retry_failed=maker.retry_failed,
-        desc=maker.name,
-    )
-    if maker.output_keys:
-        return [{"key": d.key, "label": d.label} for d in docs]
-    return docs[0] if single else docs
-
-
+@accepts_flat_settings(*FLAT_RELAX)
 @dataclass
 class RelaxMaker(BatchRelaxMaker):
     """Relax one structure (a ``BatchRelaxMaker`` of one); the output is its document."""
@@ -133,16 +112,18 @@ class RelaxMaker(BatchRelaxMaker):
 
     def make(self, structure: StructureInput) -> Job:
         """A job relaxing one structure (``ValueError`` for bad settings, as the batch maker)."""
-        self.settings()
-        return _batch_job(self, load_structures([structure]), "relax", single=True)
+        check_potential(self.potential, device=self.device, dtype=self.dtype)
+        return self.run(load_structures([structure]), single=True)
 
 
+@accepts_flat_settings(*FLAT_RELAX)
 @dataclass
 class StaticMaker(BatchRelaxMaker):
     """Energy, forces and stress of structures without moving atoms (one batched call)."""
 
     name: str = "static"
+    task = "static"
 
     def make(self, structures: list[StructureInput] | StructureInput) -> Job:
         """A job evaluating ``structures``; one document per structure."""
-        return _batch_job(self, load_structures(structures), "static", single=False)
+        return self.run(load_structures(structures))

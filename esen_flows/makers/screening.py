@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from jobflow import Flow, JobStore, Maker, Response, job
+from jobflow import Flow, JobStore, Maker, Response
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
@@ -22,9 +22,10 @@ from esen_flows.analysis.store_hull import (
     row_of,
 )
 from esen_flows.io import StructureInput, UnreadableInput, get_label, load_structures, with_label
+from esen_flows.makers.base import current_store, esen_job
 from esen_flows.makers.conductivity import ThermalConductivityMaker
 from esen_flows.makers.phonons import PhononMaker
-from esen_flows.makers.relax import STORE_CONFIG, BatchRelaxMaker, _current_store
+from esen_flows.makers.relax import BatchRelaxMaker
 from esen_flows.potentials import check_potential
 from esen_flows.schemas import (
     PhononDocument,
@@ -57,7 +58,7 @@ def relaxation_documents(items: list[Relaxed], store: JobStore | None) -> list[R
     return [found[(d["key"], d["label"])] if isinstance(d, dict) else d for d in items]
 
 
-@job(config=STORE_CONFIG, data=True)
+@esen_job(data=True)
 def stability_job(
     relaxations: list[list[Relaxed]],
     references: list[Relaxed] | None = None,
@@ -90,7 +91,7 @@ def stability_job(
     compatibility
         Correct model energies and ``reference_entries`` with this scheme (``"mp2020"``).
     """
-    store = _current_store()
+    store = current_store()
     if store is not None:
         # the output (one document per structure, tens of MB for a large screen) goes to the
         # data store (``data=True``; GridFS in production): a MongoDB document holds 16 MB
@@ -239,7 +240,7 @@ def _batched(maker: Maker, structures: list[Structure], size: int, what: str) ->
     return Response(replace=Flow(jobs, output=[j.output for j in jobs], name=what))
 
 
-@job
+@esen_job
 def phonon_stage(
     stability: list[StabilityDocument], phonon_maker: PhononMaker, batch_size: int = 50
 ) -> Response:
@@ -253,7 +254,7 @@ def phonon_stage(
     return _batched(phonon_maker, candidates, batch_size, "phonons")
 
 
-@job
+@esen_job
 def conductivity_stage(
     previous: list[StabilityDocument] | list[list[PhononDocument]],
     maker: ThermalConductivityMaker,
@@ -357,7 +358,13 @@ class ScreeningMaker(Maker):
         for name in ("batch_size", "phonon_batch_size", "conductivity_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        self.relax_maker.settings()  # fmax <= 0 or max_steps < 1: ValueError now
+        for name, maker, kind in (
+            ("relax_maker", self.relax_maker, BatchRelaxMaker),
+            ("phonon_maker", self.phonon_maker, PhononMaker),
+            ("conductivity_maker", self.conductivity_maker, ThermalConductivityMaker),
+        ):
+            if not isinstance(maker, kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(maker).__name__}")
         check_scheme(self.compatibility)
         if self.compatibility is not None and self.reference_entries:
             corrected_references(self.reference_entries, self.compatibility)  # refused: now
@@ -376,7 +383,7 @@ class ScreeningMaker(Maker):
                 )
         # the hull reads the relaxed documents from the results store: small job outputs
         relax = replace(self.relax_maker, potential=self.potential, output_keys=True)
-        scale = relax.relax_cell  # cells that will be relaxed match at any volume
+        scale = relax.settings.relax_cell  # cells that will be relaxed match at any volume
         duplicate_of: dict[str, str] = {}
         if self.deduplicate:
             found = [s for s in items if isinstance(s, Structure)]
@@ -423,13 +430,11 @@ class ScreeningMaker(Maker):
         stages = [*jobs, hull]
         if self.phonons:
             phonon_maker = replace(self.phonon_maker, potential=self.potential)
-            phonon_maker.settings()  # bad phonon settings fail now, not after the relaxations
             stage = phonon_stage(hull.output, phonon_maker, self.phonon_batch_size)
             stage.name = "phonon stage"
             stages.append(stage)
         if self.conductivity:
             kappa_maker = replace(self.conductivity_maker, potential=self.potential)
-            kappa_maker.settings()  # bad settings fail now, not after hours of phonons
             previous = stages[-1].output  # the phonon stage's (once replaced) or the hull's
             kstage = conductivity_stage(previous, kappa_maker, self.conductivity_batch_size)
             kstage.name = "conductivity stage"

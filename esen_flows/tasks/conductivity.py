@@ -45,11 +45,11 @@ from esen_flows.tasks.conductivity_settings import (
     Q_MESH,
     RANDOM_FIELDS,
     ConductivitySettings,
-    checked_mesh,
-    own_settings,
+    overrides_from_properties,
 )
 from esen_flows.tasks.lattice import Prepared, chunks, prepare
 from esen_flows.tasks.phonons import CHUNK_BUDGETS
+from esen_flows.tasks.settings import checked_mesh
 
 __all__ = [
     "DISPLACEMENTS",
@@ -61,7 +61,7 @@ __all__ = [
     "ConductivitySettings",
     "checked_mesh",
     "conventional_cell",
-    "own_settings",
+    "overrides_from_properties",
     "run_conductivity",
 ]
 
@@ -73,6 +73,7 @@ def run_conductivity(
     store: JobStore | None = None,
     retry_failed: bool = False,
     desc: str = "conductivity",
+    overrides: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[ConductivityDocument]:
     """Lattice thermal conductivity of every structure in ``items``; one document per input,
     in input order.
@@ -82,14 +83,21 @@ def run_conductivity(
     of the stable ones evaluated together, and phono3py's conductivity of each; documents and
     arrays are written per chunk. A dynamically unstable structure gets a document that says so
     (no fc3, no kappa); one that fails gets a ``failed`` document.
+
+    ``overrides``: per structure, None or its own ``supercell_matrix``, ``fc2_supercell_matrix``
+    and ``mesh``; by default those of its Matbench Discovery properties
+    (``overrides_from_properties``).
     """
+    if overrides is None:
+        overrides = overrides_from_properties(items)
     state = prepare(
         items,
         potential,
         settings,
-        own_settings,
         ConductivityDocument,
         settings.phono3py_symprec,
+        overrides=overrides,
+        allowed=("supercell_matrix", "fc2_supercell_matrix", "mesh"),
         store=store,
         retry_failed=retry_failed,
         desc=desc,

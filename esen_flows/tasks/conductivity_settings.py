@@ -3,10 +3,12 @@ settings from its properties, and their checks."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from monty.json import MSONable
 from pymatgen.core import Structure
 
 from esen_flows.dynamics.conductivity import (
@@ -18,7 +20,16 @@ from esen_flows.dynamics.conductivity import (
 from esen_flows.dynamics.phonon_properties import GAMMA_ACOUSTIC_TOLERANCE
 from esen_flows.dynamics.phonons import PHONOPY_SYMPREC
 from esen_flows.io import UnreadableInput
-from esen_flows.tasks.phonons import checked_supercell
+from esen_flows.tasks.settings import (
+    PER_STRUCTURE,
+    PROBLEM,
+    SymmetricRelax,
+    checked_mesh,
+    checked_supercell,
+    relax_from,
+    relax_key,
+    with_flat,
+)
 
 #: A structure's own settings, in its ``properties`` (the keys of Matbench Discovery's kappa-103
 #: extxyz frames, so its structures run with their own supercells and meshes).
@@ -44,14 +55,14 @@ RANDOM_FIELDS = (
 
 
 @dataclass(frozen=True)
-class ConductivitySettings:
+class ConductivitySettings(MSONable):
     """Settings of a conductivity calculation; all enter the result key.
 
     Attributes
     ----------
-    relax, fmax, max_steps, symprec
-        Relax first (FIRE, Frechet cell filter, space group kept at ``symprec`` A), to ``fmax``
-        eV/A within ``max_steps``.
+    relax
+        The relaxation first (``SymmetricRelax``: FIRE, Frechet cell filter, space group kept),
+        or None for none.
     supercell_matrix, fc2_supercell_matrix
         fc3 and fc2 supercells (3 integers or 3x3); None: diagonal, from ``min_length`` and
         ``fc2_min_length`` (A, face-to-face widths).
@@ -91,10 +102,7 @@ class ConductivitySettings:
         Acoustic modes at Gamma may reach -``gamma_tolerance`` THz and stay "stable".
     """
 
-    relax: bool = True
-    fmax: float = 1.0e-4
-    max_steps: int = 1000
-    symprec: float = 1.0e-3
+    relax: SymmetricRelax | None = field(default_factory=SymmetricRelax)
     supercell_matrix: Any = None
     fc2_supercell_matrix: Any = None
     min_length: float = 7.0
@@ -118,6 +126,7 @@ class ConductivitySettings:
     gamma_tolerance: float = GAMMA_ACOUSTIC_TOLERANCE
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "relax", relax_from(self.relax))
         for name in ("supercell_matrix", "fc2_supercell_matrix"):
             if getattr(self, name) is not None:
                 matrix = tuple(map(tuple, checked_supercell(getattr(self, name))))
@@ -127,7 +136,7 @@ class ConductivitySettings:
         if not temps or min(temps) < 0 or not all(np.isfinite(temps)):
             raise ValueError(f"temperatures must be finite and >= 0 K, got {self.temperatures!r}")
         object.__setattr__(self, "temperatures", temps)
-        for name in ("displacement", "min_length", "fc2_min_length", "fmax"):
+        for name in ("displacement", "min_length", "fc2_min_length"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.displacements not in DISPLACEMENTS:
@@ -158,10 +167,7 @@ class ConductivitySettings:
         structure carries its own (``q_point_mesh``, as its supercells ``fc2_supercell`` and
         ``fc3_supercell``)."""
         preset = cls(
-            relax=True,
-            fmax=1.0e-4,
-            max_steps=300,
-            symprec=1.0e-2,
+            relax=SymmetricRelax(fmax=1.0e-4, max_steps=300, symprec=1.0e-2),
             displacement=0.03,
             phono3py_symprec=1.0e-5,
             mesh=(20, 20, 20),
@@ -172,20 +178,17 @@ class ConductivitySettings:
             boundary_mfp=1.0e6,
             symmetrize=True,
         )
-        return replace(preset, **overrides)
+        return with_flat(preset, overrides)
 
-    def as_dict(self) -> dict[str, Any]:
+    def key_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict (relaxation settings only when relaxing)."""
-        out = asdict(self)
-        out["task"] = "conductivity"
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "relax"}
+        out.update(relax_key(self.relax), task="conductivity")
         for name in ("supercell_matrix", "fc2_supercell_matrix"):
             if out[name] is not None:
                 out[name] = [list(r) for r in out[name]]
         out["mesh"] = list(out["mesh"]) if isinstance(out["mesh"], tuple) else out["mesh"]
         out["temperatures"] = list(out["temperatures"])
-        if not self.relax:
-            for name in ("fmax", "max_steps", "symprec"):
-                out.pop(name)
         if self.displacements == "systematic":  # keys as before random displacements existed
             for name in RANDOM_FIELDS:
                 out.pop(name)
@@ -206,38 +209,29 @@ class ConductivitySettings:
         )
 
 
-def checked_mesh(mesh: Any) -> float | tuple[int, int, int]:
-    """A q-mesh as a positive length (A) or three positive integers; ``ValueError`` if bad."""
-    if isinstance(mesh, int | float) and not isinstance(mesh, bool):
-        if not mesh > 0:
-            raise ValueError(f"a mesh length must be positive, got {mesh}")
-        return float(mesh)
-    try:
-        numbers = tuple(int(m) for m in mesh)
-        ok = len(numbers) == 3 and all(m >= 1 for m in numbers)
-        ok = ok and np.allclose(np.asarray(mesh, dtype=float), numbers)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"mesh must be a length in A or 3 positive integers, got {mesh!r}")
-    return numbers  # type: ignore[return-value]
-
-
-def own_settings(item: Structure | UnreadableInput, base: dict[str, Any]) -> dict[str, Any]:
-    """One structure's settings: its own ``fc3_supercell``, ``fc2_supercell`` and
-    ``q_point_mesh`` properties (Matbench Discovery's names) replace the common ones."""
-    props = getattr(item, "properties", None) or {}
-    out = dict(base)
-    for prop, field, check in (
-        (FC3_SUPERCELL, "supercell_matrix", checked_supercell),
-        (FC2_SUPERCELL, "fc2_supercell_matrix", checked_supercell),
-        (Q_MESH, "mesh", checked_mesh),
-    ):
-        if props.get(prop) is None:
-            continue
-        try:
-            value = check(props[prop])
-        except ValueError as exc:
-            raise ValueError(f"its {prop} property: {exc}") from None
-        out[field] = list(value) if isinstance(value, tuple) else value
+def overrides_from_properties(
+    items: Sequence[Structure | UnreadableInput],
+) -> list[dict[str, Any] | None]:
+    """Per-structure settings from the ``fc3_supercell``, ``fc2_supercell`` and
+    ``q_point_mesh`` properties of Matbench Discovery's kappa-103 frames (None where a
+    structure has none); a malformed one is kept as a problem that fails its structure alone."""
+    out: list[dict[str, Any] | None] = []
+    for item in items:
+        props = getattr(item, "properties", None) or {}
+        own: dict[str, Any] = {}
+        for prop, name in (
+            (FC3_SUPERCELL, "supercell_matrix"),
+            (FC2_SUPERCELL, "fc2_supercell_matrix"),
+            (Q_MESH, "mesh"),
+        ):
+            if props.get(prop) is None:
+                continue
+            try:
+                PER_STRUCTURE[name](props[prop])
+            except ValueError as exc:
+                own = {PROBLEM: f"its {prop} property: {exc}"}
+                break
+            value = props[prop]
+            own[name] = value.tolist() if hasattr(value, "tolist") else value
+        out.append(own or None)
     return out

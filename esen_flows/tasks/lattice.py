@@ -21,6 +21,7 @@ from esen_flows.potentials import Potential
 from esen_flows.schemas import RelaxedCellDocument
 from esen_flows.stores import find_documents, save_documents
 from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key, precision
+from esen_flows.tasks.settings import own_settings
 
 
 def spacegroup(atoms: Atoms, symprec: float) -> str | None:
@@ -109,9 +110,10 @@ def prepare(
     items: Sequence[Structure | UnreadableInput],
     potential: Potential,
     settings: Any,
-    own_settings: Callable[[Structure | UnreadableInput, dict[str, Any]], dict[str, Any]],
     doc_class: type[RelaxedCellDocument],
     symprec: float,
+    overrides: Sequence[dict[str, Any] | None] | None = None,
+    allowed: tuple[str, ...] = (),
     store: JobStore | None = None,
     retry_failed: bool = False,
     desc: str = "relax",
@@ -119,17 +121,19 @@ def prepare(
     """Keys and stored documents of ``items``, failed documents for bad inputs, then one
     batched relaxation of the rest (``settings.relax``: FIRE, Frechet filter, space group kept).
 
-    ``settings`` has ``as_dict()``, ``relax``, ``fmax``, ``max_steps`` and ``symprec`` (the
-    task's settings dataclass); ``own_settings(item, base)`` gives one structure's settings
-    dict (its own supercells and meshes); ``symprec`` is the tolerance of the space group
-    recorded before (``spacegroup_input``).
+    ``settings`` has ``key_dict()`` and ``relax`` (a ``SymmetricRelax`` or None); ``overrides``
+    gives each structure its own settings (names in ``allowed``: supercells, meshes), checked
+    here; ``symprec`` is the tolerance of the space group recorded before
+    (``spacegroup_input``).
     """
-    base = {**settings.as_dict(), "dtype": precision(potential)}
+    if overrides is not None and len(overrides) != len(items):
+        raise ValueError(f"got {len(overrides)} per-structure settings for {len(items)} inputs")
+    base = {**settings.key_dict(), "dtype": precision(potential)}
     sdicts: list[dict[str, Any]] = []
     bad: dict[int, str] = {}  # a malformed per-structure setting fails its structure only
-    for i, item in enumerate(items):
+    for i in range(len(items)):
         try:
-            sdicts.append(own_settings(item, base))
+            sdicts.append(own_settings(base, overrides[i] if overrides else None, allowed))
         except (TypeError, ValueError) as exc:
             sdicts.append(base)
             bad[i] = f"bad per-structure setting ({exc})"
@@ -164,18 +168,19 @@ def prepare(
         state.start[i] = time.perf_counter()
         state.cells[i] = to_atoms(items[i])  # type: ignore[arg-type]
         state.relax_info[i] = {"spacegroup_input": spacegroup(state.cells[i], symprec)}
-    if not settings.relax or not state.todo:
+    relax = settings.relax
+    if relax is None or not state.todo:
         return state
     bar = tqdm(total=len(state.todo), desc=f"{desc}: relax", unit="structure", disable=None)
     try:
         results = relax_structures(
             potential,
             [state.cells[i] for i in state.todo],
-            fmax=settings.fmax,
-            max_steps=settings.max_steps,
+            fmax=relax.fmax,
+            max_steps=relax.max_steps,
             relax_cell=True,
             symmetry=True,
-            symprec=settings.symprec,
+            symprec=relax.symprec,
             progress=bar.update,
         )
     finally:

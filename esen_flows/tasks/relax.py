@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,55 +40,11 @@ from esen_flows.schemas import (
 )
 from esen_flows.stores import find_documents, save_documents
 from esen_flows.stores.leases import Leases
-
-
-@dataclass(frozen=True)
-class RelaxSettings:
-    """Settings of a relaxation; all of them enter the result key.
-
-    ``fmax`` in eV/A; ``max_steps`` FIRE steps; ``relax_cell`` with the Frechet cell filter;
-    ``min_distance`` (A) below which atoms count as overlapping; ``task`` is ``"relax"`` or
-    ``"static"``. The precision the potential computes in is added by ``run_relaxations``.
-    """
-
-    task: str = "relax"
-    fmax: float = 0.05
-    max_steps: int = 500
-    relax_cell: bool = True
-    min_distance: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_relax_settings(self.fmax, self.max_steps, self.task)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The settings that matter for this task (a static run has no optimiser settings)."""
-        if self.task == "static":
-            return {"task": "static", "min_distance": self.min_distance}
-        return {
-            "task": self.task,
-            "fmax": self.fmax,
-            "max_steps": self.max_steps,
-            "relax_cell": self.relax_cell,
-            "min_distance": self.min_distance,
-        }
-
-
-def check_relax_settings(fmax: float, max_steps: int, task: str = "relax") -> None:
-    """Raise ``ValueError`` for settings under which no relaxation can converge.
-
-    ``fmax`` must be a finite number above 0 (eV/A) and ``max_steps`` an integer of at least 1;
-    ``task`` is ``"relax"`` or ``"static"`` (a static evaluation has no optimiser settings).
-    """
-    if task not in ("relax", "static"):
-        raise ValueError(f"task must be 'relax' or 'static', got {task!r}")
-    if task == "static":
-        return
-    if isinstance(fmax, bool) or not isinstance(fmax, int | float) or not math.isfinite(fmax):
-        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
-    if fmax <= 0:
-        raise ValueError(f"fmax must be a positive number (eV/A), got {fmax!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer of at least 1, got {max_steps!r}")
+from esen_flows.tasks.settings import (  # noqa: F401 - importable from here
+    NVESettings,
+    RelaxSettings,
+    check_relax_settings,
+)
 
 
 def precision(potential: Potential) -> str | None:
@@ -192,7 +147,7 @@ def run_relaxations(
     list of RelaxationDocument
         One per input, in input order.
     """
-    sdict = {**settings.as_dict(), "dtype": precision(potential)}  # stated, and in the key
+    sdict = {**settings.key_dict(), "dtype": precision(potential)}  # stated, and in the key
     keys = [input_key(item, potential, sdict) for item in items]
     docs: list[RelaxationDocument | None] = [None] * len(items)
 
@@ -382,23 +337,6 @@ def _static_result(i: int, a: Atoms, out: tuple | str, wall: float) -> RelaxResu
     return result
 
 
-@dataclass(frozen=True)
-class NVESettings:
-    """Settings of an NVE energy-conservation run (all enter the key): initial ``temperature``
-    (K), ``timestep_fs``, ``steps``, ``sample_every`` (steps), ``threshold`` (meV/atom/ps),
-    ``seed`` of the initial velocities."""
-
-    temperature: float = 300.0
-    timestep_fs: float = 1.0
-    steps: int = 2000
-    sample_every: int = 10
-    threshold: float = 1.0
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"task": "nve", **{k: getattr(self, k) for k in self.__dataclass_fields__}}
-
-
 def _conservation_doc(item, key, potential, sdict, settings, traj, b) -> ConservationDocument:
     drift = energy_drift(traj.times, traj.total[b])
     return ConservationDocument(
@@ -428,7 +366,7 @@ def run_conservation(
     """NVE runs of all structures at once (one evaluation per step for the whole batch); the
     drift of each one's total energy, compared with its threshold. Stored results are reused;
     a structure whose run fails (bad element, NaN energy) gets a failed document."""
-    sdicts = [{**s.as_dict(), "dtype": precision(potential)} for s in settings]
+    sdicts = [{**s.key_dict(), "dtype": precision(potential)} for s in settings]
     keys = [make_key(item, potential.checksum, sd) for item, sd in zip(items, sdicts, strict=True)]
     docs: list[ConservationDocument | None] = [None] * len(items)
     if store is not None:
