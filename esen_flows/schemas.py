@@ -75,6 +75,10 @@ class ResultDocument(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="allow")
     kind: ClassVar[str] = "result"
+    #: The field that holds the structure given (a task's ``Batch`` fills it).
+    input_field: ClassVar[str] = "input_structure"
+    #: Fields a failed document of this kind also sets.
+    failed_fields: ClassVar[dict[str, Any]] = {}
 
     label: str = Field(description="Structure label, unique within a screen.")
     key: str = Field(description="hash(canonical structure, potential checksum, settings).")
@@ -112,6 +116,7 @@ class RelaxationDocument(ResultDocument):
     """One structure's relaxation (or static evaluation: ``settings["task"] == "static"``)."""
 
     kind: ClassVar[str] = "relaxation"
+    failed_fields: ClassVar[dict[str, Any]] = {"relax_status": "failed"}
 
     formula: str | None = Field(None, description="Reduced formula.")
     chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
@@ -217,8 +222,10 @@ class ConservationDocument(ResultDocument):
     """Energy conservation of a potential in NVE molecular dynamics (velocity Verlet)."""
 
     kind: ClassVar[str] = "conservation"
+    input_field: ClassVar[str] = "structure"
 
     formula: str | None = Field(None, description="Reduced formula.")
+    chemsys: str | None = Field(None, description="Elements joined by '-', sorted.")
     n_sites: int | None = Field(None, description="Number of atoms.")
     temperature: float | None = Field(None, description="Initial temperature, K.")
     timestep_fs: float | None = Field(None, description="Time step, fs.")

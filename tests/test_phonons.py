@@ -148,6 +148,16 @@ def test_bad_structure_fails_alone_and_rerun_computes_nothing(tmp_path):
     n_rows = results.count({"kind": "phonon"})
     run_locally(maker.make(items), store=store, create_folders=False, log=False)
     assert results.count({"kind": "phonon"}) == n_rows  # nothing recomputed, nothing rewritten
+    # the same structure under another label: the stored result, relabelled, and its force
+    # constants read back by key (the one reuse policy of every task)
+    job = maker.make([labelled(bulk("Cu", "fcc", a=3.6), "Cu-again")])
+    responses = run_locally(job, store=store, create_folders=False, log=False)
+    (again,) = responses[job.uuid][1].output
+    assert again.label == "Cu-again" and again.key == docs["Cu"].key
+    assert again.wall_time == docs["Cu"].wall_time  # copied, not computed
+    np.testing.assert_array_equal(
+        load_phonopy(again, store).force_constants, load_phonopy(docs["Cu"], store).force_constants
+    )
 
 
 def test_supercells_split_across_batches_give_the_same_force_constants():

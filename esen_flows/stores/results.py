@@ -236,12 +236,15 @@ def save_data(store: JobStore, kind: str, key: str, label: str, payload: dict[st
 def load_data(
     store: JobStore | str | Path, kind: str, key: str, label: str | None = None
 ) -> dict[str, Any]:
-    """The newest data record of ``kind`` for ``key`` (and ``label`` when given)."""
+    """The newest data record of ``kind`` for ``key`` and ``label``; without one under that
+    label, the newest for ``key`` (a result reused under another label has the arrays of the
+    label it was computed for: same key, same arrays)."""
     store = open_store(store)
-    criteria: dict[str, Any] = {"kind": kind, "key": key}
-    if label is not None:
-        criteria["label"] = label
     target = _connected(data_store(store))
-    for row in target.query(criteria=criteria, sort={"created_at": -1}, limit=1):
-        return {k: v for k, v in row.items() if k != "_id"}
+    tries = [{"kind": kind, "key": key}]
+    if label is not None:
+        tries.insert(0, {**tries[0], "label": label})
+    for criteria in tries:
+        for row in target.query(criteria=criteria, sort={"created_at": -1}, limit=1):
+            return {k: v for k, v in row.items() if k != "_id"}
     raise KeyError(f"no {kind} data for key {key}" + (f" (label {label})" if label else ""))

@@ -190,9 +190,9 @@ class Batch(Generic[D]):
         found: dict[str, dict[str, D]] = {}
         kind = self.doc_class.kind
         for doc in find_documents(self.store, kind, keys=sorted({self.keys[i] for i in wanted})):
-            if self.retry_failed and doc.status == "failed":
-                if not newer_only or aware(doc.created_at) < self.started:
-                    continue
+            older = not newer_only or aware(doc.created_at) < self.started
+            if self.retry_failed and doc.status == "failed" and older:
+                continue
             found.setdefault(doc.key, {}).setdefault(doc.label, doc)  # type: ignore[arg-type]
         copies = []
         for i in wanted:
@@ -278,4 +278,3 @@ class Batch(Generic[D]):
         if missing:
             raise RuntimeError(f"no result for {', '.join(missing[:5])}")
         return list(self.docs)  # type: ignore[arg-type]
-

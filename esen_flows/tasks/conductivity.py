@@ -36,7 +36,7 @@ from esen_flows.dynamics.phonons import supercell_for_length
 from esen_flows.io import UnreadableInput, to_atoms, to_structure
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import MODE_ARRAYS, ConductivityDocument
-from esen_flows.stores import encode_array, save_data, save_documents
+from esen_flows.stores import encode_array, save_data
 from esen_flows.tasks.conductivity_settings import (
     DISPLACEMENTS,
     FC2_SUPERCELL,
@@ -124,7 +124,7 @@ def run_conductivity(
     finally:
         bar.close()
         kbar.close()
-    return state.docs  # type: ignore[return-value]
+    return state.results()  # type: ignore[return-value]
 
 
 def _setup(state: Prepared, i: int, settings: ConductivitySettings) -> Phono3py:
@@ -272,7 +272,7 @@ def _harmonic_document(
         min_frequency=stability.min_frequency,
         max_frequency=stability.max_frequency,
     )
-    doc = state.finish(i, doc, settings.phono3py_symprec)
+    doc = state.complete(i, doc, settings.phono3py_symprec)
     update: dict[str, Any] = {
         "symmetry_broken": None
         if spg_input is None or doc.spacegroup is None
@@ -294,20 +294,17 @@ def _save(
     doc: ConductivityDocument,
     result: Conductivity | None,
 ) -> None:
-    """Keep the document; write it and its arrays (yaml with forces, fc2, fc3 and the mode
-    conductivity) to the store."""
-    state.docs[i] = doc
-    if state.store is None:
-        return
-    try:
-        yaml = np.frombuffer(phono3py_yaml(ph3).encode(), dtype=np.uint8)
-        payload: dict[str, Any] = {"yaml": encode_array(yaml), "fc2": encode_array(ph3.fc2)}
-        if result is not None:
-            payload["fc3"] = encode_array(ph3.fc3)
-            payload.update({name: encode_array(getattr(result, name)) for name in MODE_ARRAYS})
-        save_data(state.store, "phono3py", state.keys[i], state.labels[i], payload)
-    except Exception as exc:  # e.g. a record beyond the store's size limit: keep the result
-        note = f"arrays not stored ({type(exc).__name__}: {exc})"
-        doc = doc.model_copy(update={"reason": f"{doc.reason}; {note}" if doc.reason else note})
-        state.docs[i] = doc
-    save_documents(state.store, [doc])
+    """Write the arrays of input ``i`` (yaml with forces, fc2, fc3 and the mode conductivity)
+    to the data store, then its document (``finish``): a stored document has its data."""
+    if state.store is not None:
+        try:
+            yaml = np.frombuffer(phono3py_yaml(ph3).encode(), dtype=np.uint8)
+            payload: dict[str, Any] = {"yaml": encode_array(yaml), "fc2": encode_array(ph3.fc2)}
+            if result is not None:
+                payload["fc3"] = encode_array(ph3.fc3)
+                payload.update({n: encode_array(getattr(result, n)) for n in MODE_ARRAYS})
+            save_data(state.store, "phono3py", state.keys[i], state.labels[i], payload)
+        except Exception as exc:  # e.g. a record beyond the store's size limit: keep the result
+            note = f"arrays not stored ({type(exc).__name__}: {exc})"
+            doc = doc.model_copy(update={"reason": f"{doc.reason}; {note}" if doc.reason else note})
+    state.finish(i, doc)

@@ -13,14 +13,12 @@ import spglib
 from ase import Atoms
 from jobflow import JobStore
 from pymatgen.core import Structure
-from tqdm.auto import tqdm
 
 from esen_flows.dynamics.relax import relax_structures
-from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
+from esen_flows.io import UnreadableInput, to_atoms, to_structure
 from esen_flows.potentials import Potential
 from esen_flows.schemas import RelaxedCellDocument
-from esen_flows.stores import find_documents, save_documents
-from esen_flows.tasks.relax import RelaxSettings, _base_fields, _problem, input_key, precision
+from esen_flows.tasks.batch import Batch, precision
 from esen_flows.tasks.settings import own_settings
 
 
@@ -37,46 +35,14 @@ T = TypeVar("T")
 
 
 @dataclass
-class Prepared:
-    """The state of a batch of structures once stored results are reused and the rest relaxed.
+class Prepared(Batch[RelaxedCellDocument]):
+    """A ``Batch`` of a phonon or conductivity task once stored results are reused and the rest
+    relaxed under symmetry: ``cells`` (relaxed when asked) and ``relax_info`` (document fields)
+    of the inputs to do, and when each was started."""
 
-    ``docs[i]`` is set for inputs already done (stored, or failed here); ``todo`` lists the
-    others, with their ``cells`` (relaxed when asked) and ``relax_info`` (document fields).
-    """
-
-    items: Sequence[Structure | UnreadableInput]
-    doc_class: type[RelaxedCellDocument]
-    potential: Potential
-    store: JobStore | None
-    keys: list[str]
-    labels: list[str]
-    sdicts: list[dict[str, Any]]
-    docs: list[RelaxedCellDocument | None]
-    todo: list[int] = field(default_factory=list)
     cells: dict[int, Atoms] = field(default_factory=dict)
     relax_info: dict[int, dict[str, Any]] = field(default_factory=dict)
     start: dict[int, float] = field(default_factory=dict)
-
-    def fields(self, i: int) -> dict[str, Any]:
-        """The fields every document of input ``i`` has (identity, formula, input)."""
-        out = _base_fields(self.labels[i], self.keys[i], self.potential, self.sdicts[i])
-        item = self.items[i]
-        if isinstance(item, Structure) and len(item):
-            out.update(
-                formula=item.composition.reduced_formula,
-                chemsys=item.composition.chemical_system,
-                n_sites=len(item),
-                input_structure=item,
-            )
-        return out
-
-    def fail(self, i: int, reason: str) -> None:
-        """Input ``i`` gets a failed document (written at once) and leaves ``todo``."""
-        self.docs[i] = self.doc_class(**self.fields(i), status="failed", reason=reason)
-        if i in self.todo:
-            self.todo.remove(i)
-        if self.store is not None:
-            save_documents(self.store, [self.docs[i]])
 
     def build_each(self, make: Callable[[int], T], what: str) -> dict[int, T]:
         """``make(i)`` (e.g. a Phonopy object) for every input still to do; one that raises
@@ -89,12 +55,12 @@ class Prepared:
                 self.fail(i, f"{self.labels[i]}: {what} failed ({type(exc).__name__}: {exc})")
         return built
 
-    def finish(self, i: int, doc: RelaxedCellDocument, symprec: float) -> RelaxedCellDocument:
+    def complete(self, i: int, doc: RelaxedCellDocument, symprec: float) -> RelaxedCellDocument:
         """``doc`` completed with the relaxation, the structure used, its space group at
-        ``symprec`` and the wall time; kept as input ``i``'s result (not yet written)."""
+        ``symprec`` and the wall time (not yet saved: ``finish`` does)."""
         structure = to_structure(self.cells[i])
         structure.properties = dict(getattr(self.items[i], "properties", None) or {})
-        done = doc.model_copy(
+        return doc.model_copy(
             update={
                 **self.relax_info[i],
                 "structure": structure,
@@ -102,8 +68,6 @@ class Prepared:
                 "wall_time": time.perf_counter() - self.start[i],
             }
         )
-        self.docs[i] = done
-        return done
 
 
 def prepare(
@@ -137,33 +101,9 @@ def prepare(
         except (TypeError, ValueError) as exc:
             sdicts.append(base)
             bad[i] = f"bad per-structure setting ({exc})"
-    keys = [input_key(item, potential, sd) for item, sd in zip(items, sdicts, strict=True)]
-    labels = [get_label(item) or f"input-{i}" for i, item in enumerate(items)]
-    docs: list[RelaxedCellDocument | None] = [None] * len(items)
-    if store is not None:
-        found = {
-            (d.key, d.label): d
-            for d in find_documents(store, doc_class.kind, keys=sorted(set(keys)))
-        }
-        for i, (key, label) in enumerate(zip(keys, labels, strict=True)):
-            doc = found.get((key, label))
-            if doc is not None and not (retry_failed and doc.status == "failed"):
-                docs[i] = doc  # type: ignore[assignment]
-    state = Prepared(items, doc_class, potential, store, keys, labels, sdicts, docs)
-    for i, item in enumerate(items):
-        if docs[i] is not None:
-            continue
-        if isinstance(item, UnreadableInput):
-            state.fail(i, item.reason)
-            continue
-        if i in bad:
-            state.fail(i, f"{labels[i]}: {bad[i]}")
-            continue
-        problem = _problem(item, potential, RelaxSettings())
-        if problem:
-            state.fail(i, f"{labels[i]}: {problem}")
-        else:
-            state.todo.append(i)
+    state = Prepared.open(
+        items, potential, doc_class, sdicts, store=store, retry_failed=retry_failed, bad=bad
+    )
     for i in state.todo:
         state.start[i] = time.perf_counter()
         state.cells[i] = to_atoms(items[i])  # type: ignore[arg-type]
@@ -171,7 +111,7 @@ def prepare(
     relax = settings.relax
     if relax is None or not state.todo:
         return state
-    bar = tqdm(total=len(state.todo), desc=f"{desc}: relax", unit="structure", disable=None)
+    bar = state.progress(f"{desc}: relax")
     try:
         results = relax_structures(
             potential,
@@ -187,7 +127,7 @@ def prepare(
         bar.close()
     for i, result in zip(list(state.todo), results, strict=True):
         if result.status == "failed":
-            state.fail(i, result.reason or f"{labels[i]}: relaxation failed")
+            state.fail(i, result.reason or f"{state.labels[i]}: relaxation failed")
             continue
         # the cell exactly as the document will store it: finite displacements depend on the
         # symmetry phono3py finds, which 1e-17 A of round-off can change (0.1 % in kappa)

@@ -35,7 +35,7 @@ from esen_flows.dynamics.phonons import (
 from esen_flows.io import UnreadableInput
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import PhononDocument, ThermalProperties
-from esen_flows.stores import phonopy_record, save_data, save_documents
+from esen_flows.stores import phonopy_record, save_data
 from esen_flows.tasks.lattice import chunks, prepare
 from esen_flows.tasks.settings import (  # noqa: F401 - importable from here
     PhononSettings,
@@ -113,8 +113,8 @@ def run_phonons(
                         f"{state.labels[i]}: phonon analysis failed ({type(exc).__name__}: {exc})",
                     )
                     continue
-                doc = state.finish(i, doc, settings.phonopy_symprec)
-                if store is not None:
+                doc = state.complete(i, doc, settings.phonopy_symprec)
+                if store is not None:  # the arrays first: a stored document has its data
                     key, label = state.keys[i], state.labels[i]
                     record = phonopy_record(phonon)
                     bands = doc.band_structure.as_dict() if doc.band_structure else None
@@ -123,12 +123,11 @@ def run_phonons(
                         doc = doc.model_copy(
                             update={"band_structure": None, "band_structure_in_data": True}
                         )
-                        state.docs[i] = doc
                     save_data(store, "phonopy", key, label, record)
-                    save_documents(store, [doc])
+                state.finish(i, doc)
     finally:
         bar.close()
-    return state.docs  # type: ignore[return-value]
+    return state.results()  # type: ignore[return-value]
 
 
 #: A band structure larger than this as JSON (bytes) goes to the data store (GridFS in
