@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo lint format clean bench-fairchem bench-model fairchem-fixtures fairchem-parity tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa gpu-wheels
+.PHONY: venv test test-fast demo lint format clean bench-fairchem bench-model fairchem-fixtures fairchem-parity tiny-model conservation-study bench-relax bench-screen bench-phonons bench-kappa gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Everything: the unit lane (tests/unit/<layer>) and the integration lane (whole flows)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The unit lane without the tests marked slow: about a minute on 2 cores
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --store demo-results --report report.html

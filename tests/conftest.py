@@ -10,7 +10,11 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-sys.path.insert(0, str(Path(__file__).parent))
+#: The tests folder (on sys.path: its helper modules import from anywhere below it) and the
+#: data the tests ship.
+TESTS = Path(__file__).parent
+DATA = TESTS / "data"
+sys.path.insert(0, str(TESTS))
 
 LATTICE = {"Cu": 3.61, "Ag": 4.09, "Au": 4.08, "Pd": 3.89}
 

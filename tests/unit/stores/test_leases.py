@@ -98,6 +98,7 @@ def _screen(path: str, barrier, queue) -> None:
     queue.put({d.label: d.energy for d in docs})
 
 
+@pytest.mark.slow
 def test_two_processes_relax_each_structure_once(tmp_path):
     """Two screens of the same inputs started together into one embedded store: every
     structure is relaxed by one of them, the other waits and takes its result."""

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alloy_structures
+from conftest import TESTS, alloy_structures
 from jobflow import run_locally
 
 from esen_flows.analysis import hull_table, query
@@ -20,7 +20,6 @@ from esen_flows.stores import default_store
 
 N = 24
 POTENTIAL = "_potentials:LoggingEMT"
-TESTS = Path(__file__).parent
 
 SCRIPT = textwrap.dedent(
     f"""

@@ -55,6 +55,7 @@ class Recording:
         return self.inner.as_calculator()
 
 
+@pytest.mark.slow
 def test_fifty_structures_match_ase_within_a_mev(tmp_path):
     structures = alloy_structures(50, seed=7)
     results = relax_structures(get_potential("emt"), structures, fmax=0.05, max_steps=1000)
@@ -67,6 +68,7 @@ def test_fifty_structures_match_ase_within_a_mev(tmp_path):
     assert worst < 1e-3  # eV/atom
 
 
+@pytest.mark.slow
 def test_refill_keeps_the_batch_full_and_changes_nothing():
     structures = alloy_structures(16, seed=3)
     free = relax_structures(get_potential("emt"), structures, fmax=0.01, max_steps=400)
@@ -88,6 +90,7 @@ def test_refill_keeps_the_batch_full_and_changes_nothing():
     assert len(rec.calls) < sum(r.n_steps + 1 for r in tight)  # batched, not one by one
 
 
+@pytest.mark.slow
 def test_symmetry_constraint_keeps_the_space_group_and_matches_ase():
     cu3au = bulk("Cu", "fcc", a=3.85, cubic=True)
     cu3au.symbols[0] = "Au"
@@ -196,6 +199,7 @@ def test_a_batch_that_runs_out_of_memory_is_split_never_lost():
     assert {results[0].status, results[2].status} <= {"converged", "max_steps"}
 
 
+@pytest.mark.slow
 def test_tiny_esen_relaxations_match_ase_driven_directly():
     p = get_potential("esen-emt-tiny", dtype="float64")
     structures = alloy_structures(4, seed=11)

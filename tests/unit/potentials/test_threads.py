@@ -72,6 +72,7 @@ def test_environment_switch_leaves_blas_alone(two_blas_threads, monkeypatch):
         assert set(blas_threads()) == {2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["emt", "esen-emt-tiny"])
 def test_two_threads_sharing_a_cached_potential_give_the_serial_results(name):
     """Jobs of one process share the cached potential; two relaxing at once in threads (of

@@ -284,6 +284,7 @@ def test_continuous_where_the_edge_frame_switches_chart(model):
     np.testing.assert_allclose(up["forces"], down["forces"], atol=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lmax,mmax", [(2, 2), (3, 1)])
 def test_two_part_convolution_equals_one_on_concatenated_channels(lmax, mmax):
     """SO2Convolution(parts=2) on source and target blocks, its radial weights in the

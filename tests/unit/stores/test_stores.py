@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
 from jobflow import JobStore
 from maggma.stores import MemoryStore
 from monty.json import MontyDecoder, MontyEncoder
@@ -104,6 +105,7 @@ def _connect_repeatedly(path: str, barrier, queue) -> None:
     queue.put(failures)
 
 
+@pytest.mark.slow
 def test_processes_connecting_at_once_to_one_embedded_store_all_succeed(tmp_path):
     """maggma rewrites montydb's storage files on every connect; unserialised, a process reading
     them mid-write failed with 'Empty module name' (about a third of connects, 4 processes)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA as TESTS_DATA
 
 from esen_flows.cli import main as cli_main
 from esen_flows.model.checkpoints import convert, load_model
@@ -28,7 +29,7 @@ from esen_flows.model.parity import Reference, parity
 from esen_flows.model.safe_load import load_data
 from esen_flows.potentials import PotentialError, clear_cache, get_potential
 
-DATA = Path(__file__).parent / "data" / "fairchem"
+DATA = TESTS_DATA / "fairchem"
 # (energy relative, forces and stress relative to the set's largest). Both references are
 # fairchem in float64 (1.x: its float32 graph handed to the float64 model); what is left is
 # fairchem's float32 constant tables (Jd, the Gaussians' width): 3e-6 of the largest force
@@ -225,6 +226,7 @@ def _fake_fairchem_module():
     return MLIPInferenceCheckpoint
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_hostile_files_are_refused_and_never_run(tmp_path, version):
     marker = tmp_path / "payload-ran"

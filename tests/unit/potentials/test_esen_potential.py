@@ -82,6 +82,7 @@ def test_documents_state_the_precision_used(checkpoint, tmp_path):
     assert a.settings["dtype"] == "float32" and a.key == b.key  # same computation, same key
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_applies_once_and_can_be_turned_off():
     import os
     import platform

@@ -20,6 +20,7 @@ def _ase_relax(atoms, fmax, steps, cell=True):
     return a, opt.nsteps, converged
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("relax_cell", [True, False])
 def test_matches_ase_fire_frechet(alloys, relax_cell):
     results = relax_structures(
