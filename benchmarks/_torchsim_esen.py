@@ -49,7 +49,7 @@ class ESENTorchSimModel(ModelInterface):
             positions=state.positions,
             numbers=state.atomic_numbers,
             cell=state.row_vector_cell,  # torch-sim stores columns, AtomsBatch wants rows
-            batch=state.system_idx,
+            system=state.system_idx,
         )
         out = self.model(batch)
         dtype = state.positions.dtype

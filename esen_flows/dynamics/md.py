@@ -10,34 +10,57 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 from ase import Atoms, units
 
+from esen_flows.dynamics.state import SystemState
 from esen_flows.dynamics.threads import single_threaded_blas
 from esen_flows.io import get_label
 from esen_flows.potentials import Potential
 
 
 @dataclass(frozen=True)
-class MDState:
-    """Positions (N, 3) A, velocities (N, 3) A/ASE-time, masses (N,) amu, ``system`` (N,)
-    structure index, cells (B, 3, 3) A, forces (N, 3) eV/A, potential energies (B,) eV."""
+class MDState(SystemState):
+    """Molecular-dynamics state of B structures (N atoms in all).
 
-    numbers: np.ndarray
+    Attributes
+    ----------
+    numbers, system
+        (N,) atomic numbers and structure index (``SystemState``).
+    positions
+        (N, 3) A.
+    velocities
+        (N, 3) A per ASE time unit.
+    masses
+        (N,) amu.
+    forces
+        (N, 3) eV/A.
+    cells
+        (B, 3, 3) lattice vectors as rows, A.
+    energies
+        (B,) potential energies, eV.
+    labels
+        B-tuple of structure labels.
+    """
+
     positions: np.ndarray
     velocities: np.ndarray
     masses: np.ndarray
-    system: np.ndarray
-    cells: np.ndarray
     forces: np.ndarray
+    cells: np.ndarray
     energies: np.ndarray
     labels: tuple[str, ...]
 
-    @property
-    def counts(self) -> np.ndarray:
-        """Atoms per structure, (B,)."""
-        return np.bincount(self.system, minlength=len(self.cells))
+    PER_ATOM: ClassVar[tuple[str, ...]] = (
+        "numbers",
+        "system",
+        "positions",
+        "velocities",
+        "masses",
+        "forces",
+    )
 
     def atoms(self) -> list[Atoms]:
         """The structures as ASE ``Atoms`` (positions as they are now)."""
@@ -90,9 +113,16 @@ def nve_init(
     labels = tuple(get_label(a) or f"structure-{k}" for k, a in enumerate(structures))
     cells = np.stack([a.cell.array for a in structures])
     state = MDState(
-        numbers, positions, velocities, masses, system, cells, np.zeros_like(positions),
-        np.zeros(len(structures)), labels,
-    )  # fmt: skip
+        numbers=numbers,
+        system=system,
+        positions=positions,
+        velocities=velocities,
+        masses=masses,
+        forces=np.zeros_like(positions),
+        cells=cells,
+        energies=np.zeros(len(structures)),
+        labels=labels,
+    )
     current = state.temperatures()
     scale = np.sqrt(np.divide(temps, current, out=np.zeros_like(temps), where=current > 0))
     state = replace(state, velocities=velocities * scale[system, None])

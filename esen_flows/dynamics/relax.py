@@ -5,9 +5,10 @@ estimated edges, ``Potential.batch_budget``) relax together, every step ONE
 ``potential.evaluate`` call for all of them. A structure leaves the batch when it converges,
 reaches the step limit or fails, and waiting ones take its place at once, so the model sees a
 full batch for the whole run. ``on_result`` is called the moment a structure leaves, so a
-caller can persist it. The update is ASE's FIRE on ``FrechetCellFilter``'s degrees of freedom
-(``esen_flows.dynamics.fire``), optionally with the space-group constraint of ASE's
-``FixSymmetry``; a relaxation here follows the trajectory ASE's would.
+caller can persist it. The update is ASE's FIRE (``esen_flows.dynamics.fire``) on
+``FrechetCellFilter``'s degrees of freedom (``esen_flows.dynamics.frechet``), optionally with
+the space-group constraint of ASE's ``FixSymmetry``; a relaxation here follows the trajectory
+ASE's would.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ from ase import Atoms
 from pymatgen.core import Structure
 
 from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
-from esen_flows.dynamics.fire import (
-    FireSettings,
-    FireState,
-    concat,
-    fire_init,
-    fire_step,
+from esen_flows.dynamics.fire import FireSettings
+from esen_flows.dynamics.frechet import (
+    RelaxState,
     frechet_gradient,
+    relax_init,
+    relax_step,
     symmetrize_results,
-    take,
 )
 from esen_flows.dynamics.symmetry import (
     SymmetryError,
@@ -162,7 +161,7 @@ def relax_structures(
     cost = {i: budget.cost(templates[i]) for i in range(n)}
     started: dict[int, float] = {}
     spacegroups: dict[int, str] = {}
-    state = fire_init([], [], fire=fire)
+    state = relax_init([], [], fire=fire)
 
     def finish(result: RelaxResult) -> None:
         i = result.index
@@ -179,7 +178,7 @@ def relax_structures(
             RelaxResult(i, "failed", atoms or templates[i], reason=f"{labels[i]}: {reason}", **kw)
         )
 
-    def refill(state: FireState) -> FireState:
+    def refill(state: RelaxState) -> RelaxState:
         used = np.sum([cost[i] for i in state.index], axis=0) if state.n_structures else (0, 0)
         n_atoms, n_edges = int(used[0]), int(used[1])
         joining: list[int] = []
@@ -207,7 +206,7 @@ def relax_structures(
             n_atoms, n_edges = n_atoms + a, n_edges + e
         if not joining:
             return state
-        return concat(state, fire_init(prepared, joining, relax_cell, groups, fire))
+        return state.concat(relax_init(prepared, joining, relax_cell, groups, fire))
 
     while queue or state.n_structures:
         state = refill(state)
@@ -246,16 +245,16 @@ def relax_structures(
                     max_cell_force=float(grad.max_cell_force[b]),
                 )
             )
-        state, errors = fire_step(state, grad, fire)
+        state, errors = relax_step(state, grad, fire)
         refused = ~done & (errors != "")
         for b in np.flatnonzero(refused):
             i = int(state.index[b])
             fail(i, str(errors[b]), evaluated[b], n_steps=int(state.n_steps[b]))
-        state = take(state, ~done & ~refused)
+        state = state.take(~done & ~refused)
     return [r for r in results if r is not None]
 
 
-def _drop_collapsed(state: FireState, fail: Callable[..., None]) -> FireState:
+def _drop_collapsed(state: RelaxState, fail: Callable[..., None]) -> RelaxState:
     """Fail and remove the structures whose cell has collapsed (or become NaN)."""
     volume = np.abs(np.linalg.det(state.cells())) / state.counts
     bad = ~(volume >= MIN_VOLUME_PER_ATOM)  # also catches NaN
@@ -265,7 +264,7 @@ def _drop_collapsed(state: FireState, fail: Callable[..., None]) -> FireState:
             f"cell collapsed ({volume[b]:.3g} A^3/atom)",
             n_steps=int(state.n_steps[b]),
         )
-    return take(state, ~bad) if bad.any() else state
+    return state.take(~bad) if bad.any() else state
 
 
 def _evaluate(

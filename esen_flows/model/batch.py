@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from esen_flows.packing import pack
+
 
 @dataclass
 class AtomsBatch:
@@ -23,14 +25,14 @@ class AtomsBatch:
         (N,) atomic numbers.
     cell
         (B, 3, 3) lattice vectors as rows, Angstrom.
-    batch
-        (N,) structure index of each atom.
+    system
+        (N,) structure index of each atom (``system`` as in ``esen_flows.dynamics.state``).
     """
 
     positions: torch.Tensor
     numbers: torch.Tensor
     cell: torch.Tensor
-    batch: torch.Tensor
+    system: torch.Tensor
 
     @property
     def num_structures(self) -> int:
@@ -39,12 +41,12 @@ class AtomsBatch:
     def select(self, structures: list[int]) -> AtomsBatch:
         """The sub-batch of consecutive ``structures`` (renumbered from 0)."""
         first, last = structures[0], structures[-1]
-        mask = (self.batch >= first) & (self.batch <= last)
+        mask = (self.system >= first) & (self.system <= last)
         return AtomsBatch(
             positions=self.positions[mask],
             numbers=self.numbers[mask],
             cell=self.cell[first : last + 1],
-            batch=self.batch[mask] - first,
+            system=self.system[mask] - first,
         )
 
     @classmethod
@@ -62,26 +64,16 @@ class AtomsBatch:
         nums = np.concatenate([a.numbers for a in atoms_list]) if atoms_list else np.zeros(0)
         cell = np.stack([a.cell.array for a in atoms_list]) if atoms_list else np.zeros((0, 3, 3))
         counts = [len(a) for a in atoms_list]
-        batch = np.repeat(np.arange(len(atoms_list)), counts)
+        system = np.repeat(np.arange(len(atoms_list)), counts)
         return cls(
             positions=torch.as_tensor(pos, dtype=dtype, device=device),
             numbers=torch.as_tensor(nums, dtype=torch.long, device=device),
             cell=torch.as_tensor(cell, dtype=dtype, device=device),
-            batch=torch.as_tensor(batch, dtype=torch.long, device=device),
+            system=torch.as_tensor(system, dtype=torch.long, device=device),
         )
 
 
 def pack_structures(sizes: Sequence[int], max_atoms: int | None) -> list[list[int]]:
     """Consecutive structure indices grouped so that each group has at most ``max_atoms``
     atoms (a structure larger than that is a group of its own). None: one group."""
-    if max_atoms is None or sum(sizes) <= max_atoms:
-        return [list(range(len(sizes)))] if len(sizes) else []
-    groups: list[list[int]] = [[]]
-    total = 0
-    for s, c in enumerate(sizes):
-        if groups[-1] and total + c > max_atoms:
-            groups.append([])
-            total = 0
-        groups[-1].append(s)
-        total += c
-    return groups
+    return pack(list(sizes), max_atoms)

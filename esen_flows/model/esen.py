@@ -276,7 +276,7 @@ class ESEN(nn.Module):
         """
         if pass_atoms == -1:
             pass_atoms = self.cpu_pass_atoms if data.positions.device.type == "cpu" else None
-        sizes = torch.bincount(data.batch, minlength=data.num_structures).tolist()
+        sizes = torch.bincount(data.system, minlength=data.num_structures).tolist()
         groups = pack_structures(sizes, pass_atoms) or [[]]
         if len(groups) > 1:
             parts = [
@@ -295,7 +295,7 @@ class ESEN(nn.Module):
             from ase.data import chemical_symbols
 
             raise ValueError(f"element {chemical_symbols[z]} is not supported by this model")
-        positions, cell, batch = data.positions, data.cell, data.batch
+        positions, cell, batch = data.positions, data.cell, data.system
         n_struct = data.num_structures
         need_grad = not direct and (compute_forces or compute_stress)
         with torch.enable_grad() if need_grad else contextlib.nullcontext():

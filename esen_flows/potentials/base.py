@@ -14,6 +14,7 @@ from ase.calculators.calculator import Calculator
 from pymatgen.core import Structure
 
 from esen_flows.io import get_label
+from esen_flows.packing import pack
 
 
 class PotentialError(ValueError):
@@ -113,17 +114,7 @@ class BatchBudget:
     def pack(self, structures: Sequence[Atoms]) -> list[list[int]]:
         """Consecutive groups of structure indices, each within the budget (a structure larger
         than the budget is a group of its own)."""
-        groups: list[list[int]] = []
-        n_atoms = n_edges = 0
-        for i, atoms in enumerate(structures):
-            a, e = self.cost(atoms)
-            if not groups or not self.fits(n_atoms + a, n_edges + e):
-                groups.append([])
-                n_atoms = n_edges = 0
-            groups[-1].append(i)
-            n_atoms += a
-            n_edges += e
-        return groups
+        return pack([self.cost(a) for a in structures], (self.max_atoms, self.max_edges))
 
 
 def batch_budget(potential: Potential) -> BatchBudget:

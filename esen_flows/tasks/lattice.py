@@ -16,6 +16,7 @@ from pymatgen.core import Structure
 
 from esen_flows.dynamics.relax import relax_structures
 from esen_flows.io import UnreadableInput, to_atoms, to_structure
+from esen_flows.packing import pack
 from esen_flows.potentials import Potential
 from esen_flows.schemas import RelaxedCellDocument
 from esen_flows.tasks.batch import Batch, precision
@@ -142,14 +143,7 @@ def prepare(
 
 
 def chunks(todo: Sequence[int], sizes: Callable[[int], int], limit: int) -> list[list[int]]:
-    """Consecutive groups of ``todo`` whose ``sizes`` (e.g. displaced atoms) add up to about
-    ``limit``: after each group the finished structures are written to the store."""
-    out: list[list[int]] = [[]]
-    total = 0
-    for i in todo:
-        out[-1].append(i)
-        total += sizes(i)
-        if total >= limit:
-            out.append([])
-            total = 0
-    return [c for c in out if c]
+    """Consecutive groups of ``todo`` whose ``sizes`` (e.g. displaced atoms) add up to at most
+    ``limit`` (one larger alone): after each group the finished structures are written to the
+    store."""
+    return [[todo[j] for j in group] for group in pack([sizes(i) for i in todo], limit)]

@@ -129,7 +129,7 @@ def make_batch(frames: Sequence[Frame], dtype: torch.dtype = torch.float32) -> B
         positions=torch.cat([f.positions for f in frames]).to(dtype),
         numbers=torch.cat([f.numbers for f in frames]),
         cell=torch.stack([f.cell for f in frames]).to(dtype),
-        batch=torch.repeat_interleave(torch.arange(len(frames)), counts),
+        system=torch.repeat_interleave(torch.arange(len(frames)), counts),
     )
     return Batch(
         data=data,

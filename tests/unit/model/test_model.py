@@ -369,7 +369,7 @@ def _energy_every_direction_in_its_own_frame(model: ESEN, atoms: Atoms) -> float
     gets the reverse direction by the half turn's signs."""
     cfg = model.config
     data = AtomsBatch.from_atoms([atoms], dtype=torch.float64)
-    pos, cell, batch, numbers = data.positions, data.cell, data.batch, data.numbers
+    pos, cell, batch, numbers = data.positions, data.cell, data.system, data.numbers
     graph = radius_graph_pbc(pos, cell, batch, cfg.cutoff).pairs()
     vec = edge_vectors(pos, cell, batch, graph)
     dist = vec.norm(dim=-1)
