@@ -19,7 +19,7 @@ from phonopy.structure.atoms import PhonopyAtoms
 from phonopy.structure.cells import get_primitive_matrix_with_auto
 from pymatgen.core import Structure
 
-from esen_flows.dynamics.evaluate import evaluate_batched, outcome_problem
+from esen_flows.dynamics.evaluate import evaluate_batched
 from esen_flows.io import to_atoms
 from esen_flows.potentials import BatchBudget, Potential
 
@@ -175,12 +175,12 @@ def evaluate_displaced(
     outcomes = evaluate_batched(potential, cells, budget=budget, progress=progress)
     errors: list[str | None] = [None] * len(cell_sets)
     for cell, (i, k), out in zip(cells, owner, outcomes, strict=True):
-        problem = outcome_problem(out, len(cell), with_stress=False)
+        problem = out.problem(len(cell), with_stress=False)
         if problem is not None:
             if errors[i] is None:
                 errors[i] = f"{labels[i]}: {what} {k + 1}: {problem}"
         else:
-            forces[i][k] = np.asarray(out[1], dtype=float)
+            forces[i][k] = np.asarray(out.forces, dtype=float)
     return forces, errors
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from ase import Atoms
 from pymatgen.core import Structure
 
-from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
+from esen_flows.dynamics.evaluate import evaluate_robustly
 from esen_flows.dynamics.fire import FireSettings
 from esen_flows.dynamics.frechet import (
     RelaxState,
@@ -280,12 +280,11 @@ def _evaluate(
     stresses = np.zeros((b, 3, 3))
     problems = np.full(b, "", dtype=object)
     for k, out in enumerate(evaluate_robustly(potential, batch)):
-        problem = outcome_problem(out, counts[k], with_stress=relax_cell)
-        if not isinstance(out, str):
-            energies[k] = out[0]
+        problem = out.problem(counts[k], with_stress=relax_cell)
+        energies[k] = out.energy
         if problem is not None:
             problems[k] = problem
             continue
-        forces[bounds[k] : bounds[k + 1]] = out[1]
-        stresses[k] = out[2] if relax_cell else 0.0  # NaN for a direct-force model
+        forces[bounds[k] : bounds[k + 1]] = out.forces
+        stresses[k] = out.stress if relax_cell else 0.0  # NaN for a direct-force model
     return energies, forces, stresses, problems

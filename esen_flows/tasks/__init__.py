@@ -5,7 +5,7 @@ so they run the same inside a job, a FireWorks launch or a plain script.
 - ``relax``: relaxations, static evaluations and NVE energy conservation.
 - ``phonons``: phonopy force constants and the phonon analysis.
 - ``conductivity``: phono3py fc2/fc3 and the lattice thermal conductivity.
-- ``lattice``: what the last two share: keys, reuse, failures, the relaxation under symmetry.
+- ``relaxed_cells``: what the last two share: keys, reuse, failures, the relaxation under symmetry.
 - ``settings``: every task's settings, declared once (makers hold them).
 """
 

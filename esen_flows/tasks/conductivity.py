@@ -47,8 +47,8 @@ from esen_flows.tasks.conductivity_settings import (
     ConductivitySettings,
     overrides_from_properties,
 )
-from esen_flows.tasks.lattice import Prepared, chunks, prepare
 from esen_flows.tasks.phonons import CHUNK_BUDGETS
+from esen_flows.tasks.relaxed_cells import Prepared, chunks, prepare
 from esen_flows.tasks.settings import checked_mesh
 
 __all__ = [

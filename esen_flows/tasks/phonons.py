@@ -36,7 +36,7 @@ from esen_flows.io import UnreadableInput
 from esen_flows.potentials import Potential, batch_budget
 from esen_flows.schemas import PhononDocument, ThermalProperties
 from esen_flows.stores import phonopy_record, save_data
-from esen_flows.tasks.lattice import chunks, prepare
+from esen_flows.tasks.relaxed_cells import chunks, prepare
 from esen_flows.tasks.settings import (  # noqa: F401 - importable from here
     PhononSettings,
     SymmetricRelax,

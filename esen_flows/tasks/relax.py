@@ -7,7 +7,6 @@ job, a FireWorks launch or a plain script.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ from jobflow import JobStore
 from pymatgen.core import Structure
 
 from esen_flows.analysis.compatibility import anion_types
-from esen_flows.dynamics.evaluate import evaluate_robustly, outcome_problem
+from esen_flows.dynamics.evaluate import Outcome, evaluate_robustly
 from esen_flows.dynamics.md import energy_drift, run_nve
 from esen_flows.dynamics.relax import RelaxResult, relax_structures
 from esen_flows.io import UnreadableInput, get_label, to_atoms, to_structure
@@ -170,17 +169,21 @@ def _static(
         progress(len(group))
 
 
-def _static_result(i: int, a: Atoms, out: tuple | str, wall: float) -> RelaxResult:
+def _static_result(i: int, a: Atoms, out: Outcome, wall: float) -> RelaxResult:
     label = get_label(a)
-    problem = outcome_problem(out, len(a))
+    problem = out.problem(len(a))
     if problem is not None:
-        energy = math.nan if isinstance(out, str) else out[0]
-        result = RelaxResult(i, "failed", a, energy=energy, reason=f"{label}: {problem}")
+        result = RelaxResult(i, "failed", a, energy=out.energy, reason=f"{label}: {problem}")
     else:
-        energy, forces, stress = out
-        max_force = float(np.linalg.norm(forces, axis=1).max(initial=0.0))
+        max_force = float(np.linalg.norm(out.forces, axis=1).max(initial=0.0))
         result = RelaxResult(
-            i, "converged", a, energy=energy, forces=forces, stress=stress, max_force=max_force
+            i,
+            "converged",
+            a,
+            energy=out.energy,
+            forces=out.forces,
+            stress=out.stress,
+            max_force=max_force,
         )
     result.wall_time = wall
     return result

@@ -187,10 +187,10 @@ def test_a_batch_that_runs_out_of_memory_is_split_never_lost():
     big.info["label"] = "too-big"
     outputs = evaluate_batched(p, [*structures[:6], big, *structures[6:]])
     reference = shipped.evaluate(structures)
-    ok = [o for o in outputs if not isinstance(o, str)]
+    ok = [o for o in outputs if o.error is None]
     assert len(ok) == 12
-    np.testing.assert_allclose([o[0] for o in ok], reference.energies, rtol=1e-5)
-    assert "too-big" in outputs[6] and "do not fit" in outputs[6]
+    np.testing.assert_allclose([o.energy for o in ok], reference.energies, rtol=1e-5)
+    assert "too-big" in outputs[6].error and "do not fit" in outputs[6].error
     assert p.batch_budget().max_atoms <= 40 and max(p.batches[-3:]) <= 40
     # the relaxation engine keeps going around the structure that cannot fit
     p.batches = []
