@@ -42,10 +42,9 @@ from pymatgen.core import Structure
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "examples"))
 import _blas  # noqa: E402
-from generate_candidates import generate_candidates  # noqa: E402
 
+from esen_flows.candidates import generate_candidates  # noqa: E402
 from esen_flows.dynamics.phonon_properties import band_path_qpoints, dynamic_stability  # noqa: E402
 from esen_flows.dynamics.phonons import supercell_for_length  # noqa: E402
 from esen_flows.io import with_label  # noqa: E402

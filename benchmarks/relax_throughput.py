@@ -45,10 +45,9 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "examples"))
 import _blas  # noqa: E402
-from generate_candidates import generate_candidates  # noqa: E402
 
+from esen_flows.candidates import generate_candidates  # noqa: E402
 from esen_flows.dynamics.relax import relax_structures  # noqa: E402
 from esen_flows.potentials import get_potential  # noqa: E402
 

@@ -7,7 +7,7 @@ building and running the flow, peak resident memory of the process, number of jo
 the store on disk, structures that ended ok / failed, mean FIRE steps, and the cost per
 structure (wall time / structures), which should stay flat as the screen grows.
 
-Structures: ``examples/generate_candidates.py`` gives B distinct Cu-Au-Ag-Pd candidates
+Structures: ``esen_flows.candidates`` gives B distinct Cu-Au-Ag-Pd candidates
 (B = the smallest size unless ``--base`` says otherwise; enumerating 10,000 distinct ones
 takes far longer than screening them). Screen i of a size of N uses candidate i mod B, strained
 (symmetric strain, each component uniform in +-``--strain``) and rattled (Gaussian,
@@ -46,7 +46,6 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "examples"))
 
 QUICK_SIZES = [50, 100, 200]
 
@@ -58,7 +57,7 @@ QUICK_SIZES = [50, 100, 200]
 
 def write_base(path: Path, n_base: int) -> float:
     """Generate ``n_base`` distinct candidates and write them as JSON; seconds taken."""
-    from generate_candidates import generate_candidates
+    from esen_flows.candidates import generate_candidates
 
     start = time.perf_counter()
     structures = generate_candidates(max_candidates=n_base)
@@ -173,9 +172,8 @@ def run_screen(args: argparse.Namespace) -> dict[str, Any]:
 
 def time_hull(n: int, workdir: Path, seed: int = 0) -> dict[str, Any]:
     """Write ``n`` relaxation documents to a fresh store, then time ``hull_table`` on it."""
-    from generate_candidates import generate_candidates
-
     from esen_flows.analysis import hull_table
+    from esen_flows.candidates import generate_candidates
     from esen_flows.schemas import RelaxationDocument
     from esen_flows.stores import default_store, save_documents
 

@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from jobflow import run_locally
-
-sys.path.insert(0, str(Path(__file__).parent))
-from generate_candidates import generate_candidates
 
 from esen_flows.analysis import hull_table, phonon_table, query
 from esen_flows.analysis.metrics import compare_labels
 from esen_flows.analysis.query import conductivity_table
 from esen_flows.analysis.report import write_report
+from esen_flows.candidates import generate_candidates
 from esen_flows.io import with_label
 from esen_flows.makers import (
     BatchRelaxMaker,
