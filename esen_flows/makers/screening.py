@@ -329,6 +329,22 @@ class ScreeningMaker(Maker):
         ``esen_flows.analysis.duplicates``) are relaxed once: each gets the first one's result,
         with ``duplicate_of`` naming it. False relaxes every input.
 
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ase.build import bulk
+    >>> from jobflow import run_locally
+    >>> from esen_flows.analysis import hull_table
+    >>> from esen_flows.stores import default_store
+    >>> store = default_store(tempfile.mkdtemp())
+    >>> cu3au = bulk("Cu", "fcc", a=3.75, cubic=True)
+    >>> cu3au[0].symbol = "Au"
+    >>> cu3au.info["label"] = "Cu3Au"
+    >>> flow = ScreeningMaker(potential="emt").make([cu3au])
+    >>> _ = run_locally(flow, store=store, create_folders=False, log=False)
+    >>> hull_table(store)[["label", "stable", "converged"]].to_dict("records")
+    [{'label': 'Cu3Au', 'stable': True, 'converged': True}]
+
     Raises
     ------
     ValueError

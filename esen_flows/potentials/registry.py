@@ -77,6 +77,16 @@ def get_potential(name: str | Potential, device: str | None = None, dtype: Any =
     ------
     UnknownPotentialError
         When the name matches nothing esen-flows can build.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> emt = get_potential("emt")
+    >>> evaluation = emt.evaluate([bulk("Cu", "fcc", a=3.6)])
+    >>> round(float(evaluation.energies[0]), 4)  # eV
+    -0.0067
+    >>> get_potential("emt") is emt  # cached per process
+    True
     """
     if not isinstance(name, str):
         if isinstance(name, Potential):

@@ -108,6 +108,13 @@ def default_store(path: str | Path = "./results") -> JobStore:
     ------
     StoreError
         When ``path`` is a file, or its results collection cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = default_store(tempfile.mkdtemp())
+    >>> sorted(store.additional_stores)  # beside the job outputs
+    ['data', 'results']
     """
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():

@@ -254,6 +254,14 @@ class PhononSettings(MSONable):
         q-points per segment of the band path.
     gamma_tolerance
         Acoustic modes at Gamma may reach -``gamma_tolerance`` THz and stay "stable".
+
+    Examples
+    --------
+    >>> settings = PhononSettings(relax=SymmetricRelax(fmax=1e-3), min_length=12.0)
+    >>> settings.relax.fmax, settings.key_dict()["fmax"]  # nested, flat in the key as before
+    (0.001, 0.001)
+    >>> PhononSettings(relax=None).key_dict()["relax"]
+    False
     """
 
     relax: SymmetricRelax | None = field(default_factory=SymmetricRelax)
