@@ -1,7 +1,9 @@
 """esen-flows: high-throughput materials screening with machine-learned interatomic potentials.
 
-Layers (lowest first): ``model`` (eSEN), ``potentials``, ``dynamics``, ``training``,
-``schemas``, ``makers``, ``analysis``, ``stores`` and ``cli``; README.md describes them.
+Layers, from the top (a layer imports only those below it; ``make lint`` checks it):
+``cli``; ``makers`` and ``training``; ``tasks``; ``analysis``; ``stores``; ``dynamics``;
+``potentials``; ``model``; ``schemas``, ``io``, ``packing`` and ``candidates``.
+``docs/architecture.md`` describes each and where every concept lives.
 """
 
 __version__ = "0.1.0"

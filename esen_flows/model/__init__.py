@@ -1,4 +1,4 @@
-"""eSEN in torch + e3nn: smooth, conservative, batched (layer 1; nothing about workflows)."""
+"""eSEN in torch + e3nn: smooth, conservative, batched (nothing about workflows)."""
 
 from esen_flows.model.config import ESENConfig
 from esen_flows.model.esen import ESEN, AtomsBatch, CheckpointError
