@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from jobflow import CURRENT_JOB, JobConfig, job
 
+from esen_flows.potentials import Potential, get_potential
+from esen_flows.stores import data_store
 from esen_flows.tasks.settings import RELAX_FIELDS, with_flat
 
 #: Jobs see the store they run with (``CURRENT_JOB.store``) to skip and persist results.
@@ -40,6 +42,18 @@ def esen_job(method: F | None = None, *, data: bool = False) -> Any:
 def current_store() -> Any:
     """The ``JobStore`` of the running job (set by ``run_locally`` and FireWorks), or None."""
     return getattr(CURRENT_JOB, "store", None)
+
+
+def potential_and_store(maker: Any, data: bool = False) -> tuple[Potential, Any]:
+    """What a maker's job runs with: its potential (built once per process) and the running
+    job's store. ``data``: the job's output (a batch of documents) goes to the store's data
+    store (GridFS in production, so no outputs document nears MongoDB's 16 MB): make sure the
+    store has one."""
+    potential = get_potential(maker.potential, device=maker.device, dtype=maker.dtype)
+    store = current_store()
+    if data and store is not None:
+        data_store(store)
+    return potential, store
 
 
 def flat_value(settings: Any, name: str) -> Any:

@@ -11,10 +11,8 @@ from jobflow import Job, Maker
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
-from esen_flows.makers.base import accepts_flat_settings, current_store, esen_job
-from esen_flows.potentials import get_potential
+from esen_flows.makers.base import accepts_flat_settings, esen_job, potential_and_store
 from esen_flows.schemas import ConductivityDocument
-from esen_flows.stores import data_store
 from esen_flows.tasks.conductivity import (
     ConductivitySettings,
     overrides_from_properties,
@@ -132,10 +130,7 @@ class ThermalConductivityMaker(Maker):
     ) -> list[ConductivityDocument]:
         """The job: the conductivity of ``structures`` (``overrides``: per structure, None or
         its own ``supercell_matrix``, ``fc2_supercell_matrix``, ``mesh``)."""
-        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
-        store = current_store()
-        if store is not None:  # the output (a batch of documents) goes to the data store:
-            data_store(store)  # GridFS in production, so no outputs document nears 16 MB
+        potential, store = potential_and_store(self, data=True)
         return run_conductivity(
             structures,
             potential,

@@ -14,8 +14,7 @@ from jobflow import Job, Maker
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
-from esen_flows.makers.base import accepts_flat_settings, current_store, esen_job
-from esen_flows.potentials import get_potential
+from esen_flows.makers.base import accepts_flat_settings, esen_job, potential_and_store
 from esen_flows.schemas import ConservationDocument
 from esen_flows.tasks import NVESettings, run_conservation
 
@@ -70,9 +69,9 @@ class EnergyConservationMaker(Maker):
         self, structures: list[Structure], temperatures: list[float] | None = None
     ) -> list[ConservationDocument]:
         """The job: NVE of every structure, at its own initial temperature when given."""
-        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
+        potential, store = potential_and_store(self)
         temps = temperatures if temperatures is not None else [None] * len(structures)
         settings = [
             self.settings if t is None else replace(self.settings, temperature=t) for t in temps
         ]
-        return run_conservation(structures, potential, settings, store=current_store())
+        return run_conservation(structures, potential, settings, store=store)

@@ -9,10 +9,8 @@ from jobflow import Job, Maker
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
-from esen_flows.makers.base import accepts_flat_settings, current_store, esen_job
-from esen_flows.potentials import get_potential
+from esen_flows.makers.base import accepts_flat_settings, esen_job, potential_and_store
 from esen_flows.schemas import PhononDocument
-from esen_flows.stores import data_store
 from esen_flows.tasks import PhononSettings, run_phonons
 from esen_flows.tasks.settings import checked_supercell
 
@@ -104,10 +102,7 @@ class PhononMaker(Maker):
     ) -> list[PhononDocument]:
         """The job: the phonons of ``structures`` (``overrides``: per structure, None or its
         own ``{"supercell_matrix": ...}``)."""
-        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
-        store = current_store()
-        if store is not None:  # the output (a batch of documents) goes to the data store:
-            data_store(store)  # GridFS in production, so no outputs document nears 16 MB
+        potential, store = potential_and_store(self, data=True)
         return run_phonons(
             structures,
             potential,

@@ -8,8 +8,8 @@ from jobflow import Job, Maker
 from pymatgen.core import Structure
 
 from esen_flows.io import StructureInput, UnreadableInput, load_structures
-from esen_flows.makers.base import accepts_flat_settings, current_store, esen_job
-from esen_flows.potentials import check_potential, get_potential
+from esen_flows.makers.base import accepts_flat_settings, esen_job, potential_and_store
+from esen_flows.potentials import check_potential
 from esen_flows.schemas import RelaxationDocument
 from esen_flows.tasks import RelaxSettings, run_relaxations
 
@@ -86,10 +86,9 @@ class BatchRelaxMaker(Maker):
     ) -> list[RelaxationDocument] | RelaxationDocument | list[dict[str, str]]:
         """The job: relax (or evaluate) ``structures`` with the results store of the running
         job; one document each, or the one document with ``single``."""
-        store = current_store()
+        potential, store = potential_and_store(self)
         if self.output_keys and store is None:
             raise ValueError(f"{self.name}: output_keys needs a job store to keep the documents")
-        potential = get_potential(self.potential, device=self.device, dtype=self.dtype)
         docs = run_relaxations(
             structures,
             potential,
