@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from monty.json import MSONable
 from pymatgen.core import Structure
 
 from esen_flows.dynamics.conductivity import (
@@ -23,6 +22,7 @@ from esen_flows.io import UnreadableInput
 from esen_flows.tasks.settings import (
     PER_STRUCTURE,
     PROBLEM,
+    Settings,
     SymmetricRelax,
     checked_mesh,
     checked_supercell,
@@ -55,7 +55,7 @@ RANDOM_FIELDS = (
 
 
 @dataclass(frozen=True)
-class ConductivitySettings(MSONable):
+class ConductivitySettings(Settings):
     """Settings of a conductivity calculation; all enter the result key.
 
     Attributes

@@ -38,8 +38,24 @@ T = TypeVar("T")
 @dataclass
 class Prepared(Batch[RelaxedCellDocument]):
     """A ``Batch`` of a phonon or conductivity task once stored results are reused and the rest
-    relaxed under symmetry: ``cells`` (relaxed when asked) and ``relax_info`` (document fields)
-    of the inputs to do, and when each was started."""
+    relaxed under symmetry.
+
+    Attributes
+    ----------
+    cells
+        Per input to do (by input index): the structure to compute on as ``Atoms``; relaxed
+        (and round-tripped through a pymatgen ``Structure``, as the document stores it) when
+        the settings ask for a relaxation, else the input as given.
+    relax_info
+        Per input to do: document fields, ``spacegroup_input`` (before any relaxation) and,
+        after one, ``relaxed``, ``relax_converged``, ``relax_steps`` and ``relax_max_force``
+        (eV/A); ``complete`` copies them into the document.
+    start
+        Per input to do: ``time.perf_counter()`` when its work began, s (``complete`` gives the
+        ``wall_time`` from it).
+
+    The other fields are those of ``Batch``.
+    """
 
     cells: dict[int, Atoms] = field(default_factory=dict)
     relax_info: dict[int, dict[str, Any]] = field(default_factory=dict)

@@ -11,6 +11,7 @@ stored results keep their keys.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -42,8 +43,27 @@ def check_relax_settings(fmax: float, max_steps: int, task: str = "relax") -> No
         raise ValueError(f"max_steps must be an integer of at least 1, got {max_steps!r}")
 
 
+class Settings(MSONable):
+    """What every task's settings is: MSON-serialisable, with the dict its result keys hash.
+
+    Calling a settings object returns it, with a ``DeprecationWarning``: the makers' old
+    ``maker.settings()`` (now the attribute ``maker.settings``) keeps working for one release.
+    """
+
+    def key_dict(self) -> dict[str, Any]:  # pragma: no cover - every task's own
+        raise NotImplementedError
+
+    def __call__(self, task: str | None = None) -> Any:
+        warnings.warn(
+            "maker.settings() is deprecated and will be removed: maker.settings is the settings",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self if task is None else replace(self, task=task)
+
+
 @dataclass(frozen=True)
-class RelaxSettings(MSONable):
+class RelaxSettings(Settings):
     """Settings of a relaxation or a static evaluation; all enter the result key.
 
     Attributes
@@ -85,7 +105,7 @@ class RelaxSettings(MSONable):
 
 
 @dataclass(frozen=True)
-class NVESettings(MSONable):
+class NVESettings(Settings):
     """Settings of an NVE energy-conservation run; all enter the key.
 
     Attributes
@@ -227,7 +247,7 @@ def _keep_number(mesh: Any) -> float | tuple[int, int, int]:
 
 
 @dataclass(frozen=True)
-class PhononSettings(MSONable):
+class PhononSettings(Settings):
     """Settings of a phonon calculation; all enter the result key.
 
     Attributes

@@ -134,6 +134,8 @@ def test_settings_are_held_once_and_flat_arguments_are_deprecated():
         assert BatchRelaxMaker(fmax=0.02).settings == RelaxSettings(fmax=0.02)
     with pytest.warns(DeprecationWarning):
         assert EnergyConservationMaker(steps=10).settings == NVESettings(steps=10)
+    with pytest.warns(DeprecationWarning, match="maker.settings is the settings"):
+        assert new.settings() is new.settings  # the old method, one release
     # no relaxation: the relaxation's fields leave the key, as before
     off = PhononSettings(relax=None).key_dict()
     assert off["relax"] is False and "fmax" not in off
