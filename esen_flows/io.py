@@ -31,6 +31,17 @@ class UnreadableInput(MSONable):
 
     It travels through a flow in place of the structure so that the job can write a ``failed``
     document with the reason instead of the whole screen stopping.
+
+    Attributes
+    ----------
+    label
+        The label the structure would have had: the file's stem, or ``<stem>-<n>`` for the
+        unreadable frame n of a multi-frame file.
+    source
+        The file's path (``safe_text``: undecodable bytes as ``\\xNN``).
+    reason
+        Why it could not be read; the failed document's reason. ``source`` and ``reason``
+        make its result key (``tasks.batch.input_key``).
     """
 
     label: str

@@ -97,7 +97,34 @@ def srme(
 
 @dataclass
 class KappaRecord:
-    """What the metrics need of one conductivity result at one temperature."""
+    """What the metrics need of one conductivity result at one temperature.
+
+    Attributes
+    ----------
+    label
+        The structure's label (``ConductivityDocument.label``); predictions and references are
+        matched by it.
+    kappa
+        Scalar conductivity (xx + yy + zz) / 3 at the temperature, W/(m K); None when the
+        result failed (``compare`` also ignores it whenever ``failed`` is set).
+    mode_kappa
+        (n_q, n_bands, 6) per-mode conductivities, W/(m K), with their q-weights, at the stored
+        temperature nearest the one asked for (``load_mode_data``); None when failed.
+    weights
+        (n_q,) q-point weights (their sum is the number of mesh points); None when failed.
+    imaginary
+        The structure has imaginary modes (``dynamically_stable is False``); a prediction's
+        SRME is then 2.
+    symmetry_broken
+        The relaxation changed the space group (False when unknown); a prediction's SRME is
+        then 2.
+    failed
+        The document failed or has no conductivity, its mode data or temperature could not be
+        read, or (built by ``kappa_metrics``) the prediction was never computed.
+    reason
+        Why it failed or is unstable (the document's reason, the read error, or
+        ``"not computed"``); None otherwise.
+    """
 
     label: str
     kappa: float | None

@@ -44,8 +44,19 @@ class FireSettings:
 
 @dataclass(frozen=True)
 class FireStep:
-    """What one FIRE update gives: ``step`` (R, 3) to add to the coordinates, the new
-    ``velocities`` (R, 3), and per structure (B,) ``dt``, ``alpha`` and ``n_pos``."""
+    """What one FIRE update gives.
+
+    Attributes
+    ----------
+    step
+        (R, 3) to add to the coordinates (the rows' own units: A for atoms), scaled down so that
+        each structure's step, the norm over all its rows, is at most ``maxstep``.
+    velocities
+        (R, 3) the new FIRE velocities of the rows (ASE units).
+    dt, alpha, n_pos
+        (B,) per structure: the new time step (ASE units), mixing parameter, and downhill steps
+        since the last uphill one.
+    """
 
     step: np.ndarray
     velocities: np.ndarray

@@ -199,9 +199,18 @@ def symmetrize_results(
 class Gradient:
     """Negative energy gradient in the filter's DOFs.
 
-    ``atoms`` (N, 3) eV/A in the reference frame and ``cell`` (B, 3, 3) eV; per structure (B,):
-    ``max_force`` the largest Cartesian atomic force norm (eV/A), ``max_ref_force`` the largest
-    reference-frame one and ``max_cell_force`` the largest cell-row norm (eV).
+    Attributes
+    ----------
+    atoms
+        (N, 3) forces on the reference-cell positions (``forces @ F``), eV/A.
+    cell
+        (B, 3, 3) generalised forces on ``cell_dofs``, eV; zero where the cell does not move.
+    max_force
+        (B,) the largest Cartesian atomic force norm, eV/A.
+    max_ref_force
+        (B,) the largest row norm of ``atoms``, eV/A.
+    max_cell_force
+        (B,) the largest row norm of ``cell``, eV.
     """
 
     atoms: np.ndarray

@@ -143,8 +143,22 @@ def nve_step(potential: Potential, state: MDState, timestep: float) -> MDState:
 
 @dataclass
 class NVETrajectory:
-    """Energies sampled along NVE runs: ``times`` (T,) ps; ``potential``, ``kinetic``,
-    ``total`` (B, T) eV/atom; ``temperature`` (B, T) K."""
+    """Energies sampled along NVE runs (B structures, T samples: step 0, then every
+    ``sample_every`` steps).
+
+    Attributes
+    ----------
+    labels
+        B-tuple of structure labels (``structure-<k>`` for one without a label).
+    times
+        (T,) time of each sample, ps.
+    potential, kinetic
+        (B, T) potential and kinetic energy per atom, eV/atom.
+    temperature
+        (B, T) instantaneous temperature, K (3N - 3 degrees of freedom).
+    total
+        (B, T) ``potential + kinetic``, eV/atom (a property).
+    """
 
     labels: tuple[str, ...]
     times: np.ndarray

@@ -104,15 +104,24 @@ class EdgeFrames:
     forward and shared by all blocks. Directions are ordered i <- j for all P pairs, then j <- i.
 
     The frame of j <- i is that of i <- j turned half a turn about x, whose Wigner matrix is
-    diagonal +-1 (``flip``): only one rotation per pair is built.
+    diagonal +-1 (``flip``): only one rotation per pair is built. K = (lmax+1)^2 coefficients,
+    K_trunc of them kept (|m| <= mmax).
 
-    ``rot_in``: (P, K_trunc, K) global -> frame of i <- j, truncated to |m| <= mmax (that of
-    j <- i is ``flip`` times its rows);
-    ``rot_out_env``: (2P, K, K_trunc) edge frame -> global for each direction, times the
-    envelope;
-    ``source``, ``target``: (2P,) atom indices of each direction's sender and receiver;
-    ``flip``: (K_trunc,) +-1, the half turn's Wigner matrix in the truncated layout;
-    ``sizes``: coefficients per m-group of the truncated layout.
+    Attributes
+    ----------
+    rot_in
+        (P, K_trunc, K) global -> frame of i <- j, truncated to |m| <= mmax (that of j <- i is
+        ``flip`` times its rows).
+    rot_out_env
+        (2P, K, K_trunc) edge frame -> global for each direction, times the envelope (zero for
+        a direction dropped by the neighbour cap).
+    source, target
+        (2P,) atom indices of each direction's sender and receiver.
+    flip
+        (K_trunc,) +-1, the half turn's Wigner matrix in the truncated layout.
+    sizes
+        Coefficients per m-group of the truncated layout: lmax+1, then lmax+1-m twice for each
+        m >= 1 (``truncated_layout``).
     """
 
     rot_in: torch.Tensor

@@ -156,8 +156,18 @@ class RadialMLP(nn.Module):
 
 @dataclass
 class EdgeInputs:
-    """Per-pair inputs of the radial MLPs: Gaussian basis (P, R), the element indices of the
-    pair's centre i and neighbour j (P,), and the source/target embedding tables (Z, E)."""
+    """Per-pair inputs of the radial MLPs.
+
+    Attributes
+    ----------
+    rbf
+        (P, R) Gaussian basis of each pair's distance (A), R = ``num_rbf``.
+    zi, zj
+        (P,) element index (atomic number - 1) of the pair's centre i and neighbour j.
+    source_table, target_table
+        (Z, E) embedding weights of the sending and the receiving atom's element,
+        Z = ``max_atomic_number``, E = ``edge_channels``.
+    """
 
     rbf: torch.Tensor
     zi: torch.Tensor

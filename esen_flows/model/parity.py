@@ -20,7 +20,19 @@ from esen_flows.model.esen import ESEN, AtomsBatch
 
 @dataclass
 class Reference:
-    """Structures and the reference code's results for them."""
+    """Structures and the reference code's results for them (S structures).
+
+    Attributes
+    ----------
+    structures
+        S periodic ``Atoms`` (positions and cell in A), each with its ``info["label"]``.
+    energy
+        (S,) eV.
+    forces
+        S arrays (n_k, 3), eV/A, one per structure.
+    stress
+        (S, 3, 3) eV/A^3, ASE's sign.
+    """
 
     structures: list[Atoms]
     energy: np.ndarray

@@ -102,7 +102,19 @@ class DatasetSettings:
 
 @dataclass
 class BaseCrystal:
-    """A crystal from which frames are derived; ``group`` names it for the split."""
+    """A crystal from which frames are derived.
+
+    Attributes
+    ----------
+    group
+        Its unique name (e.g. ``"Cu-fcc"``, ``"random-3"``): the split puts all its frames on
+        one side, and they carry it in ``info["group"]`` and their labels (``<group>-<n>``).
+    atoms
+        The small periodic cell (A) that is strained, rattled, repeated and run as MD.
+    tags
+        ``{"kind": ...}``: ``"element"``, ``"L12"``, ``"L10"``, ``"B2"`` or
+        ``"random-<lattice>"`` (random decorations get no MD frames).
+    """
 
     group: str
     atoms: Atoms

@@ -32,7 +32,21 @@ from esen_flows.training.train import (
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything that determines the trained model (and nothing that does not)."""
+    """Everything that determines the trained model (and nothing that does not).
+
+    Attributes
+    ----------
+    name
+        The model's name: ``<name>.pt`` (conservative) and ``<name>-direct.pt`` are written.
+    reference
+        The potential (a ``get_potential`` name) that labels the dataset.
+    dataset
+        How the reference data are made; its elements are also the model's.
+    direct
+        Settings of stage 1, direct-force pretraining.
+    conservative
+        Settings of stage 2, conservative fine-tuning from stage 1's best weights.
+    """
 
     name: str = "esen-emt-tiny"
     reference: str = "emt"

@@ -90,7 +90,23 @@ class TrainSettings:
 
 @dataclass
 class Frame:
-    """One labelled structure as tensors (float64 until batched)."""
+    """One labelled structure as tensors (float64 until batched).
+
+    Attributes
+    ----------
+    positions
+        (n, 3) A.
+    numbers
+        (n,) atomic numbers.
+    cell
+        (3, 3) lattice vectors as rows, A.
+    energy
+        Total energy, eV.
+    forces
+        (n, 3) eV/A.
+    stress
+        (3, 3) eV/A^3, ASE's sign.
+    """
 
     positions: torch.Tensor
     numbers: torch.Tensor
@@ -113,7 +129,22 @@ class Frame:
 
 @dataclass
 class Batch:
-    """Frames concatenated for one forward pass, with their targets."""
+    """Frames concatenated for one forward pass, with their targets (B frames, N atoms).
+
+    Attributes
+    ----------
+    data
+        The model's input: positions, numbers, cells and structure index of every atom, in
+        the batch's dtype.
+    energy
+        (B,) total energies, eV (float64).
+    natoms
+        (B,) atoms per frame.
+    forces
+        (N, 3) eV/A, in the batch's dtype.
+    stress
+        (B, 3, 3) eV/A^3, ASE's sign, in the batch's dtype.
+    """
 
     data: AtomsBatch
     energy: torch.Tensor  # (B,) float64 eV
@@ -274,7 +305,21 @@ def _schedule(step: int, total: int, s: TrainSettings) -> float:
 
 @dataclass
 class TrainResult:
-    """What a stage produced: the best (EMA) model, its validation metrics and the history."""
+    """What a stage produced.
+
+    Attributes
+    ----------
+    model
+        The best epoch's EMA weights, read back from ``<stage>.pt``.
+    best
+        That epoch's validation metrics (``evaluate_frames``: ``energy_mae`` meV/atom,
+        ``force_mae`` and ``force_l2mae`` meV/A, ``stress_mae`` GPa when conservative,
+        ``frames``), with ``epoch``, ``lr`` and ``val_loss``.
+    history
+        The same metrics for every epoch, in order (across resumes).
+    stopped
+        Why training ended: ``"epochs"``, ``"early stopping"`` or ``"time budget"``.
+    """
 
     model: ESEN
     best: dict[str, float]
@@ -466,7 +511,16 @@ def tiny_config(elements: Sequence[str], direct_forces: bool = False) -> ESENCon
 
 @dataclass
 class TwoStageResult:
-    """The direct (stage 1) and conservative (stage 2) models and their results."""
+    """The direct (stage 1) and conservative (stage 2) models and their results.
+
+    Attributes
+    ----------
+    direct
+        Stage 1: the model with the direct-force head.
+    conservative
+        Stage 2: the model fine-tuned from stage 1's best weights without the head (forces and
+        stress by autograd).
+    """
 
     direct: TrainResult
     conservative: TrainResult
