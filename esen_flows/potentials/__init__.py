@@ -6,7 +6,7 @@
 - ``"module:Class"``: any ASE ``Calculator`` class (instantiated without arguments) or any class
   that already implements the ``Potential`` protocol,
 - ``"esen:PATH"``: an eSEN checkpoint (esen-flows' own, or fairchem's 1.x/2.x files), and the
-  shipped ``"esen-emt-tiny"`` (``registry.SHIPPED``).
+  shipped ``"esen-emt-tiny"`` (``zoo.SHIPPED``).
 
 Potentials are cached per process, so a job that asks for the same name again reuses the loaded
 model (one model load per process). A cached potential may be used from several threads at once
@@ -14,8 +14,8 @@ model (one model load per process). A cached potential may be used from several 
 gives each thread its own calculator, an eSEN potential evaluates one batch at a time.
 
 Modules: ``base`` (the protocol, ``Evaluation``, errors, batch budget), ``ase`` (ASE
-calculators), ``esen`` (the eSEN potential; imports torch), ``registry`` (names -> builders,
-the cache). ``ESENPotential``, ``ESENCalculator`` and ``load_potential`` are importable from
+calculators), ``esen`` (the eSEN potential; imports torch), ``zoo`` (the shipped models),
+``registry`` (names -> builders, the cache). ``ESENPotential``, ``ESENCalculator`` and ``load_potential`` are importable from
 here; torch is imported when one of them is first used.
 """
 

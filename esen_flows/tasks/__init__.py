@@ -1,12 +1,15 @@
 """Per-batch work shared by the makers: skip what the store has, compute the rest, persist each
-result as soon as it exists. These functions know documents and stores but nothing of jobflow,
-so they run the same inside a job, a FireWorks launch or a plain script.
+result as soon as it exists. These functions know documents and stores (a ``JobStore``) but no
+jobs or flows, so they run the same inside a job, a FireWorks launch or a plain script.
 
 - ``relax``: relaxations, static evaluations and NVE energy conservation.
 - ``phonons``: phonopy force constants and the phonon analysis.
 - ``conductivity``: phono3py fc2/fc3 and the lattice thermal conductivity.
-- ``relaxed_cells``: what the last two share: keys, reuse, failures, the relaxation under symmetry.
-- ``settings``: every task's settings, declared once (makers hold them).
+- ``batch``: the skeleton every task shares (keys, reuse, failures, persistence, progress).
+- ``relaxed_cells``: what phonons and conductivity share: the batch and its relaxation under
+  symmetry.
+- ``settings``: every task's settings, declared once (makers hold them);
+  ``conductivity_settings``: ``ConductivitySettings``.
 """
 
 from esen_flows.tasks.conductivity import run_conductivity
