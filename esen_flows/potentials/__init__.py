@@ -15,8 +15,8 @@ gives each thread its own calculator, an eSEN potential evaluates one batch at a
 
 Modules: ``base`` (the protocol, ``Evaluation``, errors, batch budget), ``ase`` (ASE
 calculators), ``esen`` (the eSEN potential; imports torch), ``zoo`` (the shipped models),
-``registry`` (names -> builders, the cache). ``ESENPotential``, ``ESENCalculator`` and ``load_potential`` are importable from
-here; torch is imported when one of them is first used.
+``registry`` (names -> builders, the cache). ``ESENPotential``, ``ESENCalculator`` and
+``load_potential`` are importable from here; torch is imported when one is first used.
 """
 
 from typing import Any
