@@ -19,8 +19,8 @@ def pack(
     costs
         Per item, one cost (a number) or several (a tuple: atoms, edges, ...).
     limits
-        The largest sum per group of each cost, in the same order; None: no limit on that cost
-        (or at all).
+        The largest sum per group of each cost, in the same order; None: no limit on that cost.
+        A single number (or None) applies to every cost.
 
     Returns
     -------

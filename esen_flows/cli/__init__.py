@@ -7,7 +7,7 @@ relaxations did not converge (the summary counts them; they are not stable nor c
 Errors print one line on stderr.
 """
 
+from esen_flows.cli.commands import build_parser, main
 from esen_flows.cli.common import EXIT_FAILED, EXIT_UNCONVERGED, EXIT_USAGE, CLIError
-from esen_flows.cli.main import build_parser, main
 
 __all__ = ["EXIT_FAILED", "EXIT_UNCONVERGED", "EXIT_USAGE", "CLIError", "build_parser", "main"]

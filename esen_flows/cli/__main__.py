@@ -2,6 +2,6 @@
 
 import sys
 
-from esen_flows.cli.main import main
+from esen_flows.cli.commands import main
 
 sys.exit(main())

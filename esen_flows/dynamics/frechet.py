@@ -111,10 +111,7 @@ class RelaxState(SystemState):
     deformation: np.ndarray
 
     PER_ATOM: ClassVar[tuple[str, ...]] = ("numbers", "system", "ref_positions", "velocities")
-
-    @property
-    def n_structures(self) -> int:
-        return len(self.index)
+    COUNTED_BY: ClassVar[str | None] = "index"
 
     def cells(self) -> np.ndarray:
         """(B, 3, 3) current cells, rows are lattice vectors."""

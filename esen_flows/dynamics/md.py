@@ -61,6 +61,7 @@ class MDState(SystemState):
         "masses",
         "forces",
     )
+    COUNTED_BY: ClassVar[str | None] = "cells"
 
     def atoms(self) -> list[Atoms]:
         """The structures as ASE ``Atoms`` (positions as they are now)."""

@@ -32,13 +32,14 @@ class SystemState:
 
     #: The per-atom fields (every other field is per structure).
     PER_ATOM: ClassVar[tuple[str, ...]] = ("numbers", "system")
+    #: A per-structure field whose length is B (a state with no structure still has one).
+    COUNTED_BY: ClassVar[str | None] = None
 
     @property
     def n_structures(self) -> int:
         """B, the number of structures."""
-        for f in fields(self):
-            if f.name not in self.PER_ATOM:
-                return len(getattr(self, f.name))
+        if self.COUNTED_BY is not None:
+            return len(getattr(self, self.COUNTED_BY))
         return int(self.system.max(initial=-1)) + 1
 
     @property

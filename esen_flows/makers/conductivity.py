@@ -18,7 +18,7 @@ from esen_flows.tasks.conductivity import (
     overrides_from_properties,
     run_conductivity,
 )
-from esen_flows.tasks.settings import PER_STRUCTURE, PROBLEM, RELAX_FIELDS, with_flat
+from esen_flows.tasks.settings import PER_STRUCTURE, PROBLEMS, RELAX_FIELDS, with_flat
 
 #: The settings ``ThermalConductivityMaker`` used to declare flat (deprecated keyword
 #: arguments): every field of ``ConductivitySettings`` and the relaxation's.
@@ -117,7 +117,8 @@ class ThermalConductivityMaker(Maker):
                 if value is None:
                     continue
                 checked = PER_STRUCTURE[name](value)
-                own = overrides[i] if overrides[i] and PROBLEM not in overrides[i] else {}
+                own = overrides[i] or {}  # the structure's other properties stay
+                own.get(PROBLEMS, {}).pop(name, None)  # a bad property given anew: fixed
                 own[name] = list(checked) if isinstance(checked, tuple) else checked
                 overrides[i] = own
         return self.run(items, overrides)

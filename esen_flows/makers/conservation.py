@@ -41,6 +41,8 @@ class EnergyConservationMaker(Maker):
         Precision of the potential; float64 by default so round-off does not drift.
     device
         Passed to ``get_potential``.
+    retry_failed
+        Recompute structures whose stored document failed.
     """
 
     name: str = "energy conservation"
@@ -48,6 +50,7 @@ class EnergyConservationMaker(Maker):
     settings: NVESettings = field(default_factory=NVESettings)
     dtype: str | None = "float64"
     device: str | None = None
+    retry_failed: bool = False
 
     def make(
         self,
@@ -74,4 +77,6 @@ class EnergyConservationMaker(Maker):
         settings = [
             self.settings if t is None else replace(self.settings, temperature=t) for t in temps
         ]
-        return run_conservation(structures, potential, settings, store=store)
+        return run_conservation(
+            structures, potential, settings, store=store, retry_failed=self.retry_failed
+        )

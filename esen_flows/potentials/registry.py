@@ -5,7 +5,7 @@
 - ``"emt"``: ASE's effective-medium theory (Al, Cu, Ag, Au, Ni, Pd, Pt; H, C, N, O roughly),
 - ``"module:Class"``: any ASE ``Calculator`` class (instantiated without arguments) or any class
   that already implements the ``Potential`` protocol,
-- ``"esen:PATH"`` and ``"esen-emt-tiny"``: the eSEN model, once ``esen_flows.model`` provides it.
+- ``"esen:PATH"`` (esen-flows or fairchem checkpoints) and the shipped ``"esen-emt-tiny"``.
 
 Potentials are cached per process, so a job that asks for the same name again reuses the loaded
 model (one model load per process). A cached potential may be used from several threads at once
@@ -51,7 +51,7 @@ BUILDERS: dict[str, Builder] = {"emt": make_emt} | {n: _esen_shipped(n) for n in
 #: importable ASE calculator or ``Potential`` class.
 PREFIX_BUILDERS: dict[str, Callable[..., Potential]] = {"esen": _esen_path}
 _CACHE: dict[tuple[str, str | None, str | None], Potential] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # a potential built inside may ask get_potential for another
 
 
 def register_potential(name: str, builder: Callable[..., Potential], prefix: bool = False) -> None:

@@ -40,9 +40,19 @@ class EmbeddedStore(MontyStore):
             return
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".connect.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError as exc:  # a file system without flock (Lustre without -o flock)
+                warnings.warn(
+                    f"{folder}: connecting without a lock ({exc}); do not start two screens "
+                    "into this store at the same moment",
+                    stacklevel=2,
+                )
                 super().connect(force_reset=force_reset)
+                return
+            try:
+                if not self._coll or force_reset:  # another thread may have connected
+                    super().connect(force_reset=force_reset)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -201,8 +201,9 @@ class Batch(Generic[D]):
                 continue
             if self.labels[i] in by_label:
                 self.docs[i] = by_label[self.labels[i]]
-            else:
-                self.docs[i] = relabelled(next(iter(by_label.values())), self.labels[i])
+            else:  # a result that did not fail, where another label has one
+                docs = sorted(by_label.values(), key=lambda d: d.status == "failed")
+                self.docs[i] = relabelled(docs[0], self.labels[i])
                 copies.append(i)
             if i in self.todo:
                 self.todo.remove(i)

@@ -21,7 +21,7 @@ from esen_flows.dynamics.phonons import PHONOPY_SYMPREC
 from esen_flows.io import UnreadableInput
 from esen_flows.tasks.settings import (
     PER_STRUCTURE,
-    PROBLEM,
+    PROBLEMS,
     Settings,
     SymmetricRelax,
     checked_mesh,
@@ -214,7 +214,8 @@ def overrides_from_properties(
 ) -> list[dict[str, Any] | None]:
     """Per-structure settings from the ``fc3_supercell``, ``fc2_supercell`` and
     ``q_point_mesh`` properties of Matbench Discovery's kappa-103 frames (None where a
-    structure has none); a malformed one is kept as a problem that fails its structure alone."""
+    structure has none); a malformed one is kept under ``PROBLEMS``, naming the property, and
+    fails its structure alone (unless ``make()`` is given that setting explicitly)."""
     out: list[dict[str, Any] | None] = []
     for item in items:
         props = getattr(item, "properties", None) or {}
@@ -229,8 +230,8 @@ def overrides_from_properties(
             try:
                 PER_STRUCTURE[name](props[prop])
             except ValueError as exc:
-                own = {PROBLEM: f"its {prop} property: {exc}"}
-                break
+                own.setdefault(PROBLEMS, {})[name] = f"its {prop} property: {exc}"
+                continue
             value = props[prop]
             own[name] = value.tolist() if hasattr(value, "tolist") else value
         out.append(own or None)

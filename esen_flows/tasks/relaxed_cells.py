@@ -115,8 +115,8 @@ def prepare(
     for i in range(len(items)):
         try:
             sdicts.append(own_settings(base, overrides[i] if overrides else None, allowed))
-        except (TypeError, ValueError) as exc:
-            sdicts.append(base)
+        except (TypeError, ValueError) as exc:  # keyed apart: never a well-set result
+            sdicts.append({**base, "problem": str(exc)})
             bad[i] = f"bad per-structure setting ({exc})"
     state = Prepared.open(
         items, potential, doc_class, sdicts, store=store, retry_failed=retry_failed, bad=bad

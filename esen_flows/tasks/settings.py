@@ -131,6 +131,16 @@ class NVESettings(Settings):
     threshold: float = 1.0
     seed: int = 0
 
+    def __call__(self, temperature: float | None = None) -> NVESettings:  # type: ignore[override]
+        """The old ``EnergyConservationMaker.settings(temperature)``, for one release."""
+        warnings.warn(
+            "maker.settings(temperature) is deprecated and will be removed: use "
+            "dataclasses.replace(maker.settings, temperature=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self if temperature is None else replace(self, temperature=float(temperature))
+
     def key_dict(self) -> dict[str, Any]:
         """The settings as the key sees them."""
         return {"task": "nve", **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -189,14 +199,16 @@ def relax_key(relax: SymmetricRelax | None) -> dict[str, Any]:
 
 def with_flat(settings: Any, flat: dict[str, Any]) -> Any:
     """``settings`` with flat fields applied, as the makers took them before settings were
-    nested: ``relax`` (bool) and ``fmax``/``max_steps``/``symprec`` go to the relaxation
-    (ignored, as before, when there is none), everything else to ``settings`` itself."""
+    nested: ``relax`` (a bool, a ``SymmetricRelax``, a dict or None) and
+    ``fmax``/``max_steps``/``symprec`` go to the relaxation (ignored when there is none: they
+    did not enter the key then either), everything else to ``settings`` itself."""
     flat = dict(flat)
     changes: dict[str, Any] = {}
     if hasattr(settings, "relax") and not isinstance(settings, RelaxSettings):
         relax = settings.relax
-        if "relax" in flat:
-            relax = (relax or SymmetricRelax()) if flat.pop("relax") else None
+        if "relax" in flat:  # True: the current (or default) relaxation; else as relax_from
+            value = flat.pop("relax")
+            relax = (relax or SymmetricRelax()) if value is True else relax_from(value)
         sub = {k: flat.pop(k) for k in RELAX_FIELDS if k in flat}
         if relax is not None and sub:
             relax = replace(relax, **sub)
@@ -328,8 +340,8 @@ PER_STRUCTURE = {
     "fc2_supercell_matrix": checked_supercell,
     "mesh": checked_mesh,
 }
-#: A per-structure value that could not be read (``overrides_from_properties``) says why here.
-PROBLEM = "problem"
+#: Per-structure values that could not be read (``overrides_from_properties``): name -> why.
+PROBLEMS = "problems"
 
 
 def own_settings(
@@ -345,10 +357,12 @@ def own_settings(
     """
     if not override:
         return base
-    if PROBLEM in override:
-        raise ValueError(override[PROBLEM])
+    if override.get(PROBLEMS):
+        raise ValueError("; ".join(override[PROBLEMS].values()))
     out = dict(base)
     for name, value in override.items():
+        if name == PROBLEMS:
+            continue
         if name not in allowed:
             raise ValueError(f"{name!r} is not a per-structure setting here ({', '.join(allowed)})")
         if value is None:

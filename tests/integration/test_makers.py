@@ -136,6 +136,20 @@ def test_settings_are_held_once_and_flat_arguments_are_deprecated():
         assert EnergyConservationMaker(steps=10).settings == NVESettings(steps=10)
     with pytest.warns(DeprecationWarning, match="maker.settings is the settings"):
         assert new.settings() is new.settings  # the old method, one release
+    with pytest.warns(DeprecationWarning, match="temperature"):
+        assert EnergyConservationMaker().settings(350.0).temperature == 350.0
+    with pytest.warns(DeprecationWarning):  # a relaxation object given flat is kept, not lost
+        assert PhononMaker(relax=SymmetricRelax(fmax=0.01)).settings.relax.fmax == 0.01
+    # explicit per-structure values win over a structure's own properties, which stay else
+    cu = bulk("Cu", "fcc", a=3.6)
+    cu.info.update(fc3_supercell=np.diag([2, 2, 2]), fc2_supercell=[[1, 2]])  # fc2 malformed
+    job = ThermalConductivityMaker().make([cu], meshes=[[5, 5, 5]])
+    (override,) = job.function_args[1]
+    assert override["supercell_matrix"] == np.diag([2, 2, 2]).tolist()
+    assert override["mesh"] == [5, 5, 5] and "fc2_supercell_matrix" in override["problems"]
+    job = ThermalConductivityMaker().make([cu], fc2_supercell_matrices=[[3, 3, 3]])
+    (override,) = job.function_args[1]
+    assert not override["problems"] and override["fc2_supercell_matrix"][0][0] == 3
     # no relaxation: the relaxation's fields leave the key, as before
     off = PhononSettings(relax=None).key_dict()
     assert off["relax"] is False and "fmax" not in off

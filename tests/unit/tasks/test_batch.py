@@ -71,3 +71,21 @@ def test_a_document_the_store_refuses_becomes_a_failed_one_it_takes():
     assert batch.docs[0].status == "failed" and "cannot be stored" in batch.docs[0].reason
     (stored,) = find_documents(store, "relaxation")
     assert stored.status == "failed"
+
+
+def test_a_malformed_per_structure_setting_is_keyed_apart_from_the_well_set_structure():
+    """A bad supercell fails its input alone, under its own key: the same structure without
+    it is computed, not handed that failure (nor the reverse)."""
+    from esen_flows.schemas import PhononDocument
+    from esen_flows.tasks.relaxed_cells import prepare
+    from esen_flows.tasks.settings import PhononSettings
+
+    store, emt = _store(), get_potential("emt")
+    settings = PhononSettings(relax=None)
+    kw = dict(store=store, allowed=("supercell_matrix",))
+    bad = prepare(
+        [_cu("A")], emt, settings, PhononDocument, 1e-3, [{"supercell_matrix": [[1, 2, 3]]}], **kw
+    )
+    assert bad.docs[0].status == "failed" and "bad per-structure setting" in bad.docs[0].reason
+    good = prepare([_cu("B")], emt, settings, PhononDocument, 1e-3, [None], **kw)
+    assert good.todo == [0] and good.keys[0] != bad.keys[0]
