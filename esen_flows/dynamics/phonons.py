@@ -83,6 +83,8 @@ def build_phonopy(
     symprec: float = PHONOPY_SYMPREC,
     primitive_matrix: str | Sequence[Sequence[float]] | None = "auto",
     is_plusminus: str | bool = "auto",
+    n_snapshots: int | str | None = None,
+    random_seed: int = 0,
 ) -> Phonopy:
     """A ``Phonopy`` object of ``atoms`` with its displacements generated.
 
@@ -102,7 +104,14 @@ def build_phonopy(
         phonopy 4 does by default).
     is_plusminus
         phonopy's choice of +/- displacement pairs ("auto": where symmetry does not supply the
-        opposite one).
+        opposite one); with random displacements, True adds each one reversed.
+    n_snapshots
+        None: phonopy's systematic single displacements. A number or ``"auto"`` (phonopy's
+        estimate from the symmetry-independent force constants): that many supercells with
+        every atom displaced by ``displacement`` in a random direction (a type-II dataset,
+        fitted with symfc by ``set_forces``).
+    random_seed
+        Seed of the random directions (same seed, same supercells).
     """
     unitcell = to_phonopy_atoms(atoms)
     if primitive_matrix is None or primitive_matrix == "auto":  # resolved here, and stated
@@ -113,8 +122,29 @@ def build_phonopy(
         primitive_matrix=primitive_matrix,
         symprec=symprec,
     )
-    phonon.generate_displacements(distance=displacement, is_plusminus=is_plusminus)
+    if n_snapshots is None:
+        phonon.generate_displacements(distance=displacement, is_plusminus=is_plusminus)
+    else:
+        phonon.generate_displacements(
+            distance=displacement,
+            number_of_snapshots=n_snapshots,
+            random_seed=random_seed,
+            is_plusminus=is_plusminus is True,
+        )
     return phonon
+
+
+def is_random_dataset(dataset: dict | None) -> bool:
+    """True for a type-II (random-displacement) dataset: every atom displaced per supercell."""
+    return bool(dataset) and "displacements" in dataset
+
+
+def count_displacements(phonon: Phonopy) -> int:
+    """Displaced supercells of ``phonon``'s dataset (systematic or random)."""
+    dataset = phonon.dataset or {}
+    if is_random_dataset(dataset):
+        return len(dataset["displacements"])
+    return len(dataset.get("first_atoms", []))
 
 
 def displaced_supercells(phonon: Phonopy) -> list[Atoms]:
@@ -130,6 +160,11 @@ def set_forces(phonon: Phonopy, forces: Sequence[np.ndarray], symmetrize: bool =
     constants (compact, phonopy's default), symmetrised (translational invariance and index
     permutation: the acoustic sum rule) unless ``symmetrize`` is False."""
     phonon.forces = np.asarray(forces, dtype=float)
+    if is_random_dataset(phonon.dataset):  # symfc: symmetries and sum rules by construction
+        phonon.produce_force_constants(
+            calculate_full_force_constants=False, fc_calculator="symfc", show_drift=False
+        )
+        return
     phonon.produce_force_constants(calculate_full_force_constants=False, show_drift=False)
     if symmetrize:
         phonon.symmetrize_force_constants(show_drift=False)

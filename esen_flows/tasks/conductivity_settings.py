@@ -19,11 +19,13 @@ from esen_flows.dynamics.conductivity import (
 from esen_flows.dynamics.phonon_properties import GAMMA_ACOUSTIC_TOLERANCE
 from esen_flows.dynamics.phonons import PHONOPY_SYMPREC
 from esen_flows.io import UnreadableInput
-from esen_flows.tasks.settings import (
+from esen_flows.tasks.settings import (  # noqa: F401 - DISPLACEMENTS importable here
+    DISPLACEMENTS,
     PER_STRUCTURE,
     PROBLEMS,
     Settings,
     SymmetricRelax,
+    check_displacements,
     checked_mesh,
     checked_supercell,
     relax_from,
@@ -41,8 +43,6 @@ Q_MESH = "q_point_mesh"
 PHONO3PY_TEMPERATURES = tuple(float(t) for t in range(0, 1001, 10))
 
 
-#: How displaced supercells are chosen.
-DISPLACEMENTS = ("systematic", "random")
 #: Settings that exist only for random displacements (left out of systematic keys).
 RANDOM_FIELDS = (
     "displacements",
@@ -139,17 +139,8 @@ class ConductivitySettings(Settings):
         for name in ("displacement", "min_length", "fc2_min_length"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.displacements not in DISPLACEMENTS:
-            raise ValueError(
-                f"displacements must be one of {DISPLACEMENTS}, got {self.displacements!r}"
-            )
-        for name in ("n_snapshots", "n_fc2_snapshots"):
-            value = getattr(self, name)
-            ok = value == "auto" or (
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            )
-            if not ok:
-                raise ValueError(f"{name} must be 'auto' or an integer >= 1, got {value!r}")
+        counts = {n: getattr(self, n) for n in ("n_snapshots", "n_fc2_snapshots")}
+        check_displacements(self.displacements, counts)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.wigner and not wigner_available():

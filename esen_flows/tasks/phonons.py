@@ -30,6 +30,7 @@ from esen_flows.dynamics.phonon_properties import (
 from esen_flows.dynamics.phonons import (
     build_phonopy,
     compute_force_constants,
+    count_displacements,
     supercell_for_length,
 )
 from esen_flows.io import UnreadableInput
@@ -82,7 +83,7 @@ def run_phonons(
         "phonopy set-up",
     )
     bar = tqdm(
-        total=sum(len(p.dataset["first_atoms"]) for p in phonons.values()),  # not built yet
+        total=sum(count_displacements(p) for p in phonons.values()),  # not built yet
         desc=f"{desc}: supercells",
         unit="supercell",
         disable=None,
@@ -91,7 +92,7 @@ def run_phonons(
     try:
         for chunk in chunks(
             state.todo,
-            lambda i: len(phonons[i].dataset["first_atoms"]) * len(phonons[i].supercell),
+            lambda i: count_displacements(phonons[i]) * len(phonons[i].supercell),
             limit,
         ):
             errors = compute_force_constants(
@@ -143,8 +144,15 @@ def _setup(atoms: Atoms, settings: PhononSettings, matrix: Any) -> Phonopy:
     """phonopy with displacements for one (relaxed) unit cell."""
     if matrix is None:
         matrix = supercell_for_length(atoms.cell.array, settings.min_length)
+    random = settings.displacements == "random"
     return build_phonopy(
-        atoms, matrix, displacement=settings.displacement, symprec=settings.phonopy_symprec
+        atoms,
+        matrix,
+        displacement=settings.displacement,
+        symprec=settings.phonopy_symprec,
+        is_plusminus=settings.plusminus if random else "auto",
+        n_snapshots=settings.n_snapshots if random else None,
+        random_seed=settings.random_seed,
     )
 
 
@@ -168,7 +176,7 @@ def _analyse(phonon: Phonopy, settings: PhononSettings, fields: dict[str, Any]) 
         **fields,
         supercell_matrix=np.asarray(phonon.supercell_matrix, dtype=int).tolist(),
         primitive_matrix=np.asarray(phonon.primitive_matrix, dtype=float).tolist(),
-        n_displacements=len(phonon.dataset["first_atoms"]),
+        n_displacements=count_displacements(phonon),
         n_supercell_atoms=len(phonon.supercell),
         mesh=[int(m) for m in mesh["mesh"]],
         dos_mesh=[int(m) for m in dos_mesh],

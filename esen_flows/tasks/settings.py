@@ -216,6 +216,26 @@ def with_flat(settings: Any, flat: dict[str, Any]) -> Any:
     return replace(settings, **changes, **flat)
 
 
+#: How displaced supercells are chosen.
+DISPLACEMENTS = ("systematic", "random")
+#: ``PhononSettings`` fields that exist only for random displacements (left out of systematic
+#: keys, which stay as they were).
+PHONON_RANDOM_FIELDS = ("displacements", "n_snapshots", "random_seed", "plusminus")
+
+
+def check_displacements(displacements: str, counts: dict[str, Any]) -> None:
+    """``ValueError`` unless ``displacements`` is one of ``DISPLACEMENTS`` and each of
+    ``counts`` (snapshot numbers) is ``"auto"`` or an integer >= 1."""
+    if displacements not in DISPLACEMENTS:
+        raise ValueError(f"displacements must be one of {DISPLACEMENTS}, got {displacements!r}")
+    for name, value in counts.items():
+        ok = value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        )
+        if not ok:
+            raise ValueError(f"{name} must be 'auto' or an integer >= 1, got {value!r}")
+
+
 def checked_supercell(matrix: Any) -> list[list[int]]:
     """A supercell matrix (3 integers or 3x3) as a 3x3 list of ints; ``ValueError`` if bad."""
     try:
@@ -286,6 +306,14 @@ class PhononSettings(Settings):
         q-points per segment of the band path.
     gamma_tolerance
         Acoustic modes at Gamma may reach -``gamma_tolerance`` THz and stay "stable".
+    displacements
+        ``"systematic"`` (phonopy's single displacements) or ``"random"``: every atom displaced
+        by ``displacement`` in a random direction per supercell, force constants fitted with
+        symfc (far fewer supercells for low-symmetry cells).
+    n_snapshots, random_seed, plusminus
+        ``"random"``: supercells (a number or ``"auto"``, phonopy's estimate), the seed of the
+        directions (recorded in the key: same seed, same result), each displacement also
+        reversed (twice the supercells; cancels the even-order error of the differences).
 
     Examples
     --------
@@ -308,9 +336,14 @@ class PhononSettings(Settings):
     t_step: float = 10.0
     band_points: int = 51
     gamma_tolerance: float = GAMMA_ACOUSTIC_TOLERANCE
+    displacements: str = "systematic"
+    n_snapshots: int | str = "auto"
+    random_seed: int = 0
+    plusminus: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relax", relax_from(self.relax))
+        check_displacements(self.displacements, {"n_snapshots": self.n_snapshots})
         if self.supercell_matrix is not None:
             matrix = tuple(map(tuple, checked_supercell(self.supercell_matrix)))
             object.__setattr__(self, "supercell_matrix", matrix)
@@ -326,6 +359,9 @@ class PhononSettings(Settings):
         """The settings as a JSON-ready dict (relaxation settings only when relaxing)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "relax"}
         out.update(relax_key(self.relax), task="phonon")
+        if self.displacements == "systematic":  # keys as before random displacements existed
+            for name in PHONON_RANDOM_FIELDS:
+                out.pop(name)
         if out["supercell_matrix"] is not None:
             out["supercell_matrix"] = [list(r) for r in out["supercell_matrix"]]
         for name in ("mesh", "dos_mesh"):

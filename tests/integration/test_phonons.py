@@ -315,3 +315,39 @@ def test_one_supercell_per_structure(store):
     assert docs["Cu3Au"].supercell_matrix == np.diag([2, 2, 2]).tolist()  # 5 A / 3.8 A -> 2
     with pytest.raises(ValueError, match="2 structures"):
         maker.make(items, supercell_matrices=[[2, 2, 2]])
+
+
+def test_random_displacements_fit_the_systematic_force_constants(tmp_path):
+    """fc2 from random +- displacements fitted with symfc gives the systematic set's phonons on
+    a low-symmetry ternary the tests have not seen (Cm CuAgAu3, EMT); the seed and the count
+    are recorded, the same seed gives the same result, the stored force constants reload."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from esen_flows.candidates import generate_candidates
+    from esen_flows.potentials import get_potential
+    from esen_flows.stores import default_store
+    from esen_flows.tasks import PhononSettings, run_phonons
+
+    (cell,) = [s for s in generate_candidates() if s.properties["label"] == "CuAgAu3-fcc-161"]
+    assert SpacegroupAnalyzer(cell, 1e-3).get_space_group_symbol() == "Cm"
+    emt = get_potential("emt", dtype="float64")
+    common = dict(supercell_matrix=[2, 2, 2], mesh=(8, 8, 8))
+    (systematic,) = run_phonons([cell], emt, PhononSettings(**common))
+    random = PhononSettings(**common, displacements="random", plusminus=True, random_seed=7)
+    store = default_store(tmp_path / "store")
+    (fitted,) = run_phonons([cell], emt, random, store=store)
+    assert fitted.status == "ok" and fitted.dynamically_stable
+    assert fitted.settings["random_seed"] == 7 and fitted.settings["displacements"] == "random"
+    assert "random_seed" not in systematic.settings  # systematic keys as before
+    assert fitted.n_displacements % 2 == 0 and fitted.n_displacements != systematic.n_displacements
+    ours, ref = fitted.thermal_properties.at(300), systematic.thermal_properties.at(300)
+    for name in ("free_energy", "entropy", "heat_capacity"):
+        assert ours[name] == pytest.approx(ref[name], rel=1e-3)
+    assert fitted.max_frequency == pytest.approx(systematic.max_frequency, rel=5e-3)
+    (again,) = run_phonons([cell], emt, random)  # no store: computed anew, the same seed
+    assert again.thermal_properties.at(300) == ours
+    phonon = load_phonopy(fitted, store)  # the fitted force constants give the bands stored
+    qpoints = [q.frac_coords for q in fitted.band_structure.qpoints[:5]]
+    phonon.run_qpoints(qpoints)
+    bands = np.asarray(fitted.band_structure.bands)[:, :5].T
+    np.testing.assert_allclose(phonon.get_qpoints_dict()["frequencies"], bands, atol=1e-6)
