@@ -27,6 +27,9 @@ from esen_flows.dynamics.phonons import (
     from_phonopy_atoms,
     to_phonopy_atoms,
 )
+from esen_flows.dynamics.phonons import (
+    is_random_dataset as is_random,
+)
 from esen_flows.potentials import BatchBudget, Potential
 
 #: phono3py's default displacement distance, A (phonopy's is 0.01).
@@ -131,11 +134,6 @@ class RandomDisplacements:
     seed: int = 0
     plusminus: bool = False
     factor: float | None = None
-
-
-def is_random(dataset: dict | None) -> bool:
-    """True for a type-II (random-displacement) dataset: every atom displaced per supercell."""
-    return bool(dataset) and "displacements" in dataset
 
 
 def _as_atoms(cells: Sequence | None, what: str) -> list[Atoms | None]:
