@@ -84,17 +84,12 @@ def _print_summary(
 def _print_table(frame, console, title: str, cols: list[str] | None = None) -> None:
     from rich.table import Table
 
+    from esen_flows.analysis.query import HULL_COLUMNS
+
     table = Table(title=title)
+    # the hull table's columns but the long or rarely set ones (its JSON rows keep them all)
     cols = cols or [
-        "label",
-        "formula",
-        "energy_per_atom",
-        "e_form",
-        "e_above_hull",
-        "stable",
-        "candidate",
-        "converged",
-        "n_steps",
+        c for c in HULL_COLUMNS if c not in ("chemsys", "duplicate_of", "status", "reason")
     ]
     for col in cols:
         table.add_column(col, justify="left" if col in ("label", "formula") else "right")
