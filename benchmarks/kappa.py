@@ -39,6 +39,7 @@ import warnings
 
 import _blas  # benchmarks/ is on the path when this file runs as a script
 import numpy as np
+import pandas as pd
 import torch
 from ase import Atoms
 from ase.build import bulk
@@ -103,30 +104,41 @@ def mesh_for(atoms: Atoms, quick: bool) -> list[int]:
     return [5, 5, 5] if quick else [7, 7, 7]
 
 
-def maker(potential: str, device: str | None = None) -> ThermalConductivityMaker:
-    return ThermalConductivityMaker.matbench_discovery(
+def maker(
+    potential: str, device: str | None = None, random: bool = False, **extra
+) -> ThermalConductivityMaker:
+    """Matbench Discovery's preset, or (``random``) its ``fast`` twin: fc2 and fc3 from
+    phono3py's "auto" number of random +- displacements fitted with symfc."""
+    preset = (
+        ThermalConductivityMaker.fast if random else ThermalConductivityMaker.matbench_discovery
+    )
+    return preset(
         potential=potential,
         supercell_matrix=FC3,
         fc2_supercell_matrix=FC2,
         dtype="float64",
         device=device,
+        **extra,
     )
 
 
-def run_maker(potential: str, items: list[Atoms], meshes, store, device: str) -> float:
+def run_maker(
+    potential: str, items: list[Atoms], meshes, store, device: str, random: bool = False, **extra
+) -> float:
     from jobflow import run_locally
 
     start = time.perf_counter()
-    job = maker(potential, device).make([a.copy() for a in items], meshes=meshes)
+    job = maker(potential, device, random, **extra).make([a.copy() for a in items], meshes=meshes)
     run_locally(job, store=store, create_folders=False, log=False, ensure_success=True)
     return time.perf_counter() - start
 
 
 def phono3py_loop(
     items: list[Atoms], meshes, device: str
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
     """Matbench Discovery's own way: per structure, ASE relaxation, then phono3py with the
-    calculator one supercell at a time. Returns kappa per label and the time split."""
+    calculator one supercell at a time (the systematic set). Returns kappa per label, the time
+    split and the fc2 and fc3 supercells evaluated."""
     from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
@@ -136,6 +148,7 @@ def phono3py_loop(
     settings = maker(POTENTIAL).settings
     calc = get_potential(POTENTIAL, device=device, dtype="float64").as_calculator()
     times = {"relax": 0.0, "forces": 0.0, "phono3py": 0.0}
+    counts = {"fc2": 0, "fc3": 0}
     kappas: dict[str, float] = {}
 
     def forces(cells) -> np.ndarray:
@@ -171,6 +184,7 @@ def phono3py_loop(
         ph3.generate_displacements(distance=settings.displacement)
         t2 = time.perf_counter()
         ph3.phonon_forces = forces(ph3.phonon_supercells_with_displacements)
+        counts["fc2"] += len(ph3.phonon_supercells_with_displacements)
         t3 = time.perf_counter()
         ph3.produce_fc2()
         ph3.symmetrize_fc2()
@@ -184,6 +198,7 @@ def phono3py_loop(
             continue
         t5 = time.perf_counter()
         ph3.forces = forces(ph3.supercells_with_displacements)
+        counts["fc3"] += len(ph3.supercells_with_displacements)
         t6 = time.perf_counter()
         ph3.produce_fc3()
         ph3.symmetrize_fc3()
@@ -199,14 +214,45 @@ def phono3py_loop(
         t7 = time.perf_counter()
         times["forces"] += t6 - t5
         times["phono3py"] += t7 - t6
-    return kappas, times
+    return kappas, times, counts
+
+
+def ternary() -> Atoms:
+    """A low-symmetry ternary no test uses: the demo candidate Cu2AgAu-fcc-155 (Cm, 4 atoms;
+    2,448 systematic fc3 supercells in 2x2x2 against 384 random ones at phono3py's "auto")."""
+    from esen_flows.candidates import generate_candidates
+
+    (cell,) = [s for s in generate_candidates() if s.properties["label"] == "Cu2AgAu-fcc-155"]
+    atoms = cell.to_ase_atoms()
+    atoms.info["label"] = "Cu2AgAu-Cm"
+    return atoms
+
+
+def read_runs(store, labels: list[str]) -> tuple[pd.DataFrame, dict]:
+    """esen-emt-tiny against EMT (SRE, SRME per label) and every conductivity document by
+    (potential, label)."""
+    from esen_flows.analysis import query
+
+    table = kappa_metrics(store, POTENTIAL, "emt", labels=labels).set_index("label")
+    docs = {(d.potential, d.label): d for d in query(store, "conductivity")}
+    return table, docs
+
+
+def kappa_of(docs: dict, potential: str, label: str) -> float:
+    doc = docs.get((potential, label))
+    if doc is None or not doc.kappa_mean:
+        return float("nan")
+    return float(doc.kappa_at(TEMPERATURE))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 crystals, coarser meshes")
+    parser.add_argument(
+        "--ternary", action="store_true", help="add the low-symmetry ternary Cu2AgAu (Cm)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu", help="the model's device on all three sides")
+    parser.add_argument("--device", default="cpu", help="the model's device on all sides")
     _blas.add_option(parser)
     args = parser.parse_args()
     if args.threads:
@@ -217,57 +263,105 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     from esen_flows.stores import default_store
 
-    items = crystals(args.quick)
+    items = crystals(args.quick) + ([ternary()] if args.ternary else [])
     meshes = [mesh_for(a, args.quick) for a in items]
     labels = [a.info["label"] for a in items]
     # the model load is not timed on either side
     warm = get_potential(POTENTIAL, device=args.device, dtype="float64")
     warm.evaluate([items[0]])  # first-call set-up (CUDA context, kernels) timed on no side
     with tempfile.TemporaryDirectory() as tmp:
-        store = default_store(tmp)
-        t_ref = run_maker("emt", items, meshes, store, "cpu")
-        t_maker = run_maker(POTENTIAL, items, meshes, store, args.device)
-        loop_kappa, loop_times = phono3py_loop(items, meshes, args.device)
+        stores = {m: default_store(os.path.join(tmp, m)) for m in ("systematic", "random")}
+        t = {}
+        for mode, store in stores.items():
+            random = mode == "random"
+            t[f"emt {mode}"] = run_maker("emt", items, meshes, store, "cpu", random)
+            t[mode] = run_maker(POTENTIAL, items, meshes, store, args.device, random)
+        loop_kappa, loop_times, loop_counts = phono3py_loop(items, meshes, args.device)
         t_loop = sum(loop_times.values())
-        table = kappa_metrics(store, POTENTIAL, "emt", labels=labels).set_index("label")
-        from esen_flows.analysis import query
-
-        docs = {d.label: d for d in query(store, "conductivity", potential=POTENTIAL)}
-    head = ("structure", "mesh", "k EMT", "k tiny", "k loop", "SRE", "SRME")
-    print(f"{head[0]:<14}" + "".join(f"{h:>9}" for h in head[1:5]) + f"{head[5]:>7}{head[6]:>7}")
+        runs = {mode: read_runs(store, labels) for mode, store in stores.items()}
+    sys_table, sys_docs = runs["systematic"]
+    rnd_table, rnd_docs = runs["random"]
+    head = ("structure", "mesh", "k EMT", "rnd", "k tiny", "rnd", "k loop", "SRME", "rnd")
+    head += ("fc3 sys", "rnd")
+    print(f"{head[0]:<14}" + "".join(f"{h:>8}" for h in head[1:]))
+    rel = {"emt": [], POTENTIAL: []}
     for label, mesh in zip(labels, meshes, strict=True):
-        row = table.loc[label]
-        k = "-" if row.kappa is None or np.isnan(row.kappa) else f"{row.kappa:.2f}"
-        kl = f"{loop_kappa[label]:.2f}" if label in loop_kappa else "-"
+        k = {
+            (pot, mode): kappa_of(docs, pot, label)
+            for mode, docs in (("sys", sys_docs), ("rnd", rnd_docs))
+            for pot in ("emt", POTENTIAL)
+        }
+        for pot in rel:
+            if np.isfinite(k[pot, "sys"]) and np.isfinite(k[pot, "rnd"]):
+                rel[pot].append(abs(k[pot, "rnd"] / k[pot, "sys"] - 1))
+        kl = loop_kappa.get(label, float("nan"))
+        n3 = [docs[POTENTIAL, label].n_fc3_displacements for docs in (sys_docs, rnd_docs)]
         print(
-            f"{label:<14}{'x'.join(map(str, mesh)):>9}{row.kappa_ref:>9.2f}{k:>9}{kl:>9}"
-            f"{row.sre:>7.3f}{row.srme:>7.3f}  {row.note or ''}"
+            f"{label:<14}{'x'.join(map(str, mesh)):>8}"
+            + "".join(f"{v:>8.2f}" for v in (*k.values(), kl))
+            + f"{sys_table.loc[label].srme:>8.3f}{rnd_table.loc[label].srme:>8.3f}"
+            + "".join(f"{n or 0:>8d}" for n in n3)
         )
+    counts = {
+        mode: {
+            f"n_{fc}": sum(
+                getattr(docs[POTENTIAL, lab], f"n_{fc}_displacements") or 0 for lab in labels
+            )
+            for fc in ("fc2", "fc3")
+        }
+        for mode, docs in (("systematic", sys_docs), ("random", rnd_docs))
+    }
     agree = [
-        abs(docs[lab].kappa_at(TEMPERATURE) / loop_kappa[lab] - 1)
+        abs(kappa_of(sys_docs, POTENTIAL, lab) / loop_kappa[lab] - 1)
         for lab in labels
-        if lab in loop_kappa and docs[lab].kappa_mean
+        if lab in loop_kappa and np.isfinite(kappa_of(sys_docs, POTENTIAL, lab))
     ]
-    speedup = t_loop / t_maker
+    speedup = t_loop / t["systematic"]
+    speedup_random = t_loop / t["random"]
     print(
-        f"\nmean SRE {table.sre.mean():.3f}, mean SRME {table.srme.mean():.3f} "
+        f"\nmean SRME systematic {sys_table.srme.mean():.3f}, random {rnd_table.srme.mean():.3f} "
         f"(eSEN-30M-OAM published: 0.170); maker vs loop kappa within {max(agree):.2%}"
     )
-    print(f"EMT reference maker: {t_ref:.1f} s")
-    print(f"esen-flows maker (esen-emt-tiny): {t_maker:.1f} s")
+    for pot, values in rel.items():
+        print(
+            f"{pot}: random against systematic kappa, largest |relative difference| "
+            f"{max(values):.2%}, mean {np.mean(values):.2%}"
+        )
+    print(
+        f"supercells (fc2 + fc3): systematic {counts['systematic']}, random {counts['random']},"
+        f" loop {loop_counts}"
+    )
+    print(
+        f"EMT reference makers: systematic {t['emt systematic']:.1f} s, random "
+        f"{t['emt random']:.1f} s"
+    )
+    print(
+        f"esen-flows maker (esen-emt-tiny): systematic {t['systematic']:.1f} s, "
+        f"random (fast preset) {t['random']:.1f} s"
+    )
     print(
         f"phono3py loop (esen-emt-tiny): {t_loop:.1f} s = relax {loop_times['relax']:.1f} + "
         f"forces {loop_times['forces']:.1f} + phono3py {loop_times['phono3py']:.1f}"
     )
-    print(f"speed-up: {speedup:.2f}x")
+    print(f"speed-up: systematic {speedup:.2f}x, random {speedup_random:.2f}x")
     print(
         json.dumps(
             {
                 "speedup_vs_phono3py_loop": round(speedup, 3),
-                "srme": round(float(table.srme.mean()), 4),
-                "sre": round(float(table.sre.mean()), 4),
-                "maker_s": round(t_maker, 2),
+                "speedup_random_vs_phono3py": round(speedup_random, 3),
+                "srme": round(float(sys_table.srme.mean()), 4),
+                "srme_random": round(float(rnd_table.srme.mean()), 4),
+                "sre": round(float(sys_table.sre.mean()), 4),
+                "sre_random": round(float(rnd_table.sre.mean()), 4),
+                "random_vs_systematic_max_rel_emt": round(max(rel["emt"]), 4),
+                "random_vs_systematic_max_rel_tiny": round(max(rel[POTENTIAL]), 4),
+                "maker_s": round(t["systematic"], 2),
+                "maker_random_s": round(t["random"], 2),
                 "loop_s": round(t_loop, 2),
+                "n_fc3_supercells_random": counts["random"]["n_fc3"],
+                "n_fc2_supercells_random": counts["random"]["n_fc2"],
+                "n_fc3_supercells_phono3py": loop_counts["fc3"],
+                "n_fc2_supercells_phono3py": loop_counts["fc2"],
                 "loop_phono3py_share": round(loop_times["phono3py"] / t_loop, 3),
                 "loop_forces_share": round(loop_times["forces"] / t_loop, 3),
                 "loop_relax_share": round(loop_times["relax"] / t_loop, 3),

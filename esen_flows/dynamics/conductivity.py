@@ -102,6 +102,9 @@ def build_phono3py(
         is_plusminus=random.plusminus,
         **factor,
     )
+    if random.n_fc2 == "systematic":  # small sets, fitted without symfc's set-up cost
+        ph3.generate_fc2_displacements(distance=displacement)
+        return ph3
     ph3.generate_fc2_displacements(
         distance=displacement,
         number_of_snapshots=random.n_fc2,
@@ -119,7 +122,10 @@ class RandomDisplacements:
     ----------
     n_fc3, n_fc2
         Supercells for fc3 and fc2: a number, or ``"auto"`` (phono3py's estimate from the
-        number of symmetry-independent force constants, times ``factor``).
+        number of symmetry-independent force constants, times ``factor``); ``n_fc2`` may
+        also be ``"systematic"``: phono3py's systematic fc2 set (a handful of supercells even
+        for low symmetry, and no symfc fit, whose symmetry set-up costs seconds for large
+        high-symmetry supercells).
     seed
         Seed of the random directions (same seed, same supercells, same result).
     plusminus
@@ -150,12 +156,14 @@ def fc2_supercells(ph3: Phono3py) -> list[Atoms | None]:
 def count_displacements(ph3: Phono3py) -> tuple[int, int]:
     """(fc2, fc3) supercells to evaluate, read from the displacement datasets without building
     the supercells (pairs beyond ``cutoff_pair_distance`` are not counted)."""
+    fc2 = ph3.phonon_dataset
+    fc2_count = len(fc2["displacements"] if is_random(fc2) else fc2["first_atoms"])
     if is_random(ph3.dataset):
-        return len(ph3.phonon_dataset["displacements"]), len(ph3.dataset["displacements"])
+        return fc2_count, len(ph3.dataset["displacements"])
     fc3 = 0
     for first in ph3.dataset["first_atoms"]:
         fc3 += 1 + sum(1 for s in first.get("second_atoms", []) if s.get("included", True))
-    return len(ph3.phonon_dataset["first_atoms"]), fc3
+    return fc2_count, fc3
 
 
 def fc3_supercells(ph3: Phono3py) -> list[Atoms | None]:

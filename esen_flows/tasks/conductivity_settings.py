@@ -76,7 +76,9 @@ class ConductivitySettings(Settings):
         direction per supercell, force constants fitted with symfc (far fewer supercells).
     n_snapshots, n_fc2_snapshots
         ``"random"``: fc3 and fc2 supercells, a number or ``"auto"`` (phono3py's estimate,
-        times ``snapshot_factor`` for fc3).
+        times ``snapshot_factor`` for fc3); ``n_fc2_snapshots="systematic"`` keeps
+        phono3py's systematic fc2 set (what ``fast()`` does: it is small, and its fit skips
+        symfc's set-up).
     random_seed, plusminus, snapshot_factor
         ``"random"``: the seed of the directions (recorded: same seed, same result), each
         displacement also reversed (twice the supercells), phono3py's
@@ -140,6 +142,8 @@ class ConductivitySettings(Settings):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         counts = {n: getattr(self, n) for n in ("n_snapshots", "n_fc2_snapshots")}
+        if counts["n_fc2_snapshots"] == "systematic":
+            counts.pop("n_fc2_snapshots")
         check_displacements(self.displacements, counts)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")

@@ -417,3 +417,31 @@ def test_random_displacements_agree_with_the_systematic_set(store):
     first, same, other = (np.asarray(p.dataset["displacements"]) for p in draws)
     np.testing.assert_array_equal(first, same)
     assert not np.allclose(first, other)
+
+
+def test_fast_preset_fits_fc3_from_random_pairs_and_keeps_the_systematic_fc2(store, tmp_path):
+    """fast(): random +- fc3 displacements at twice symfc's minimum, phono3py's systematic fc2
+    set; kappa within 2 % of the systematic protocol from a quarter of the fc3 supercells; the
+    mixed datasets are counted, exported and reopened by phono3py."""
+    items = [labelled(bulk("Cu", "fcc", a=3.6, cubic=True), "Cu")]
+    common = dict(
+        potential="emt", supercell_matrix=[2, 2, 2], fc2_supercell_matrix=[3, 3, 3], relax=False
+    )
+    common.update(mesh=[6, 6, 6], temperatures=[300.0], wigner=False, isotope=False)
+    fast = ThermalConductivityMaker.fast(**common)
+    assert ThermalConductivityMaker.matbench_discovery().settings.displacements == "systematic"
+    assert fast.settings.n_fc2_snapshots == "systematic" and fast.settings.plusminus
+
+    def computed(m: ThermalConductivityMaker):
+        job = m.make(items)
+        out = run_locally(job, store=store, create_folders=False, log=False)
+        return out[job.uuid][1].output[0]
+
+    ref, doc = computed(ThermalConductivityMaker.matbench_discovery(**common)), computed(fast)
+    assert doc.status == "ok" and doc.settings["n_fc2_snapshots"] == "systematic"
+    assert doc.n_fc2_displacements == ref.n_fc2_displacements
+    assert 0 < doc.n_fc3_displacements * 4 <= ref.n_fc3_displacements
+    assert doc.kappa_at(300.0) == pytest.approx(ref.kappa_at(300.0), rel=0.02)
+    ph3 = load_phono3py(doc, store)
+    assert len(ph3.dataset["displacements"]) == doc.n_fc3_displacements
+    assert len(ph3.phonon_dataset["first_atoms"]) == doc.n_fc2_displacements
