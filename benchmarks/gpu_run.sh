@@ -8,7 +8,8 @@
 #
 # Rows: check (GPU against CPU, float64), model (model_speed.py: esen-flows only, fairchem-core
 # cannot be installed beside the device's torch), relax (relax_throughput.py, 100 structures,
-# against atomate2 and the ASE loop on the same GPU), phonons and kappa (--quick). Every row runs
+# against atomate2 and the ASE loop on the same GPU), phonons and kappa (--quick; both also time
+# their random-displacement side: speedup_random_vs_atomate2, speedup_random_vs_phono3py). Every row runs
 # under its own time limit; its log and a summary of the JSON last lines go to $OUT (or
 # /tmp/gpu-out when OUT is unset). All rows share BUDGET seconds (default 540, to fit one
 # device call of 10 minutes): a row's limit is cut to what is left, and a row with under 30 s

@@ -102,9 +102,16 @@ def run_conductivity(
         retry_failed=retry_failed,
         desc=desc,
     )
-    ph3s = state.build_each(lambda i: _setup(state, i, settings), "phono3py set-up")
-    # counted from the datasets: the displaced supercells are built chunk by chunk only
-    counts = {i: count_displacements(p) for i, p in ph3s.items()}
+    # counted from the datasets (the displaced supercells are built chunk by chunk only), in
+    # the set-up, so that a dataset phono3py cannot count fails its structure alone
+    counts: dict[int, tuple[int, int]] = {}
+
+    def setup(i: int) -> Phono3py:
+        ph3 = _setup(state, i, settings)
+        counts[i] = count_displacements(ph3)
+        return ph3
+
+    ph3s = state.build_each(setup, "phono3py set-up")
     bar = tqdm(
         total=sum(sum(c) for c in counts.values()),
         desc=f"{desc}: supercells",
