@@ -162,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         cols = ["label", "formula", "kappa", "kappa_coherence", "mesh", "n_fc3_displacements"]
         print(conductivity_table(store, potential=args.potential)[cols].to_string(index=False))
 
-    # 7. The report: hull table, metrics, one hull plot per chemical system, phonons, kappa.
+    # 7. The report: summary and metrics first, interactive hulls, phonons, kappa, the table.
     title = f"Cu-Au-Ag-Pd screen ({args.potential})"
+    reference = None
     if metrics is not None:
         title += f", scored against {args.reference}"
-    out = write_report(store, args.report, title=title, metrics=metrics)
+        reference = ref_store
+    out = write_report(store, args.report, title=title, metrics=metrics, reference=reference)
     print(f"report written to {out}")
     return 0
 

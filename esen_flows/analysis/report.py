@@ -1,18 +1,26 @@
-"""A self-contained HTML report of a screen: summary, hull table, metrics and hull plots.
+"""A self-contained HTML report of a screen: summary first, then interactive figures, then
+the results table.
 
-``write_report`` writes one HTML file with no external resources and no JavaScript: the plots
-are embedded as base64 PNG. ``plot_hull`` and ``plot_e_above_hull`` give the figures on their
+``write_report`` writes one HTML file that needs no network: plotly.js is inlined once and every
+figure (convex hulls with a system selector, the energy-above-hull histogram, phonon bands and
+DOS, kappa(T), and with a reference the parity plot and confusion matrix) is a plotly figure
+(``analysis.report_figures``). The summary and the tables are plain HTML, readable without
+JavaScript; the results table sorts and filters with a few lines of inline script and comes with
+a CSV download. ``plot_hull`` and ``plot_e_above_hull`` give static matplotlib figures on their
 own. Energies are in eV/atom throughout.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jobflow import JobStore
 
@@ -21,6 +29,15 @@ from esen_flows.analysis.query import (
     latest_documents,
     phonon_documents,
     phonon_frame,
+)
+from esen_flows.analysis.report_assets import CSS, FILTERS, SCRIPT
+from esen_flows.analysis.report_figures import (
+    figure_div,
+    hull_figure,
+    kappa_figure,
+    parity_figure,
+    phonon_figure,
+    plotly_js,
 )
 from esen_flows.analysis.report_plots import (  # noqa: F401 - re-exported
     DPI,
@@ -47,17 +64,6 @@ _UNITS = {
     "e_form": "e_form (eV/atom)",
     "e_above_hull": "e_above_hull (eV/atom)",
 }
-
-_CSS = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f0f0f0; }
-td:first-child, th:first-child { text-align: left; }
-figure { display: inline-block; margin: 1em; vertical-align: top; }
-figcaption { text-align: center; font-weight: bold; }
-.note { color: #a00; }
-"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,19 +145,51 @@ def summarise(docs: Sequence[StabilityDocument]) -> dict[str, Any]:
     }
 
 
-def _summary_html(summary: Mapping[str, Any]) -> str:
-    rows = [
-        ("Structures", summary["structures"]),
-        ("OK", summary["ok"]),
-        ("Unconverged (step limit; no verdict)", summary["unconverged"]),
-        ("Failed", summary["failed"]),
-        ("Stable (on the hull)", summary["stable"]),
-        ("Candidates (within e_hull_max)", summary["candidates"]),
-        ("Potential(s)", ", ".join(summary["potentials"]) or "-"),
-        ("e_hull_max (eV/atom)", ", ".join(f"{x:g}" for x in summary["e_hull_max"]) or "-"),
+def _cards_html(summary: Mapping[str, Any]) -> str:
+    cards = [
+        ("screened", summary["structures"]),
+        ("converged", summary["ok"]),
+        ("unconverged", summary["unconverged"]),
+        ("failed", summary["failed"]),
+        ("stable", summary["stable"]),
+        ("candidates", summary["candidates"]),
     ]
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{_one_line(v)}</td></tr>" for k, v in rows)
-    return f"<h2>Summary</h2>\n<table class='summary'>{body}</table>"
+    return (
+        "<div class='cards'>"
+        + "".join(f"<div class='card'><b>{v}</b>{html.escape(k)}</div>" for k, v in cards)
+        + "</div>"
+    )
+
+
+def _provenance(store: JobStore, docs: Sequence[StabilityDocument]) -> list[tuple[str, str]]:
+    """Rows of the summary about how the screen was made: potentials (with the checksum of
+    their parameters), the relaxation and hull settings, and the compute time."""
+    rows: list[tuple[str, str]] = []
+    for name, checksum in sorted({(d.potential, d.checksum) for d in docs}):
+        rows.append(("potential", f"{name} (parameters {checksum[:12]})"))
+    relaxations = latest_documents(store, "relaxation")
+    if relaxations:
+        settings = relaxations[-1].settings
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(settings.items()) if k != "task")
+        rows.append(("relaxation settings", shown))
+        total = sum(d.wall_time or 0.0 for d in relaxations)  # type: ignore[attr-defined]
+        rows.append(("relaxation time (sum over structures)", f"{total:.1f} s"))
+    thresholds = sorted({d.e_hull_max for d in docs if d.e_hull_max is not None})
+    rows.append(("candidate threshold e_hull_max", ", ".join(f"{x:g} eV/atom" for x in thresholds)))
+    return rows
+
+
+def _summary_html(store: JobStore, docs: Sequence[StabilityDocument]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_one_line(v) or '-'}</td></tr>"
+        for k, v in _provenance(store, docs)
+    )
+    return (
+        "<h2>Summary</h2>\n" + _cards_html(summarise(docs))
+        + "<p>Converged: relaxed within the step limit. Unconverged structures get no stability "
+        "verdict; stable means on the hull (1e-6 eV/atom), candidates lie within e_hull_max of "
+        f"it.</p>\n<table class='summary'>{rows}</table>"
+    )  # fmt: skip
 
 
 def _format_number(value: Any) -> str:
@@ -163,68 +201,141 @@ def _format_number(value: Any) -> str:
     return f"{float(value):.4f}"
 
 
-def _metrics_html(metrics: Mapping[str, float]) -> str:
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format_number(v))}</td></tr>"
-        for k, v in metrics.items()
-    )
-    return f"<h2>Classification metrics</h2>\n<table class='metrics'>{body}</table>"
-
-
-def _table_html(table: pd.DataFrame) -> str:
-    """The hull table as HTML: energies (eV/atom) to 4 decimals, empty cells for missing."""
-    if table.empty:
-        return "<h2>Hull table</h2>\n<p>No stability documents.</p>"
-    shown = table.rename(columns=_UNITS)
-    for col in shown.select_dtypes(include="object").columns:
-        shown[col] = shown[col].map(lambda v: "" if v is None else v)
-    rendered = shown.to_html(
-        index=False,
-        float_format=lambda x: f"{x:.4f}",
-        na_rep="",
-        border=0,
-        classes="hull",
-        escape=True,
-    )
-    return f"<h2>Hull table</h2>\n{rendered}"
-
-
-def _figure_html(caption: str, make: Any) -> str:
-    """A ``<figure>`` with ``make()``'s plot, or a one-line note when plotting fails."""
+def _figure(fig_id: str, make: Any) -> str:
+    """``make()``'s plotly figure as a div, or a one-line note when it fails."""
     try:
-        uri = figure_to_data_uri(make())
+        return figure_div(make(), fig_id)
     except Exception as exc:
-        note = f"{caption}: plot failed: {type(exc).__name__}: {exc}"
+        note = f"{fig_id}: figure failed: {type(exc).__name__}: {exc}"
         return f"<p class='note'>{_one_line(note)}</p>"
-    return (
-        f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
 
 
-def _plots_html(docs: Sequence[StabilityDocument]) -> str:
-    """One hull plot per (potential, binary or ternary system), then the e_above_hull histogram."""
-    parts = ["<h2>Convex hulls</h2>"]
-    potentials = sorted({d.potential for d in docs})
-    for potential in potentials:
-        mine = [d for d in docs if d.potential == potential]
-        for system in hull_systems(mine):
-            caption = f"{system} ({potential})"
-            parts.append(_figure_html(caption, lambda m=mine, s=system: plot_hull(m, s)))
-    if len(parts) == 1:
-        parts.append("<p>No binary or ternary system with successful structures.</p>")
-    parts.append("<h2>Energy above hull</h2>")
-    if any(d.status == "ok" and d.e_above_hull is not None for d in docs):
-        parts.append(_figure_html("e_above_hull (eV/atom)", lambda: plot_e_above_hull(docs)))
-    else:
-        parts.append("<p>No energy above hull to show.</p>")
+def _metrics_html(
+    metrics: Mapping[str, Any] | None, e_form: Mapping[str, float], reference: Any, names: tuple
+) -> str:
+    """Classification metrics as a small table, the confusion matrix and the parity plot."""
+    if metrics is None and reference is None:
+        return ""
+    parts = ["<h2>Against the reference</h2>"]
+    if metrics is not None:
+        body = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format_number(v))}</td></tr>"
+            for k, v in metrics.items()
+        )
+        parts.append(f"<table class='metrics'>{body}</table>")
+    figures = []
+    if metrics is not None and all(k in metrics for k in ("tp", "fp", "tn", "fn")):
+        figures.append(_confusion_html(metrics))
+    if reference is not None:
+        ref = hull_table(open_store(reference), include_failed=False)
+        ref_e = {r.label: float(r.e_form) for r in ref.itertuples() if pd.notna(r.e_form)}
+        figures.append(_figure("parity", lambda: parity_figure(e_form, ref_e, names)))
+    parts.append(f"<div class='grid'>{''.join(figures)}</div>")
     return "\n".join(parts)
 
 
-def _phonons_html(store: JobStore, chemsys: str | None) -> str:
-    """Dynamic-stability table and band structure + DOS plots of the phonon results."""
-    from esen_flows.analysis.phonons import plot_phonons
+def _confusion_html(metrics: Mapping[str, Any]) -> str:
+    """The stable/unstable confusion matrix as a table (counts)."""
+    cells = [("tp", "fn"), ("fp", "tn")]
+    rows = "".join(
+        f"<tr><th>reference {name}</th>"
+        + "".join(f"<td class='count'>{int(metrics[k])}</td>" for k in keys)
+        + "</tr>"
+        for name, keys in zip(("stable", "unstable"), cells, strict=True)
+    )
+    return (
+        "<table class='confusion'><caption>confusion matrix</caption><tr><th></th>"
+        f"<th>model stable</th><th>model unstable</th></tr>{rows}</table>"
+    )
 
+
+def _hulls_html(docs: Sequence[StabilityDocument]) -> str:
+    """Hull figures of every (potential, binary or ternary system), one shown at a time
+    through a selector; then the energy-above-hull histogram."""
+    import plotly.graph_objects as go
+
+    parts = ["<h2>Convex hulls</h2>"]
+    systems = [
+        (f"{system} ({potential})", potential, system)
+        for potential in sorted({d.potential for d in docs})
+        for system in hull_systems([d for d in docs if d.potential == potential])
+    ]
+    if systems:
+        options = "".join(f"<option>{html.escape(name)}</option>" for name, _, _ in systems)
+        parts.append(
+            f"<p><label>System ({len(systems)}): <select id='hull-system' "
+            f"onchange='esenShow(this.value)'>{options}</select></label></p>"
+        )
+    for i, (name, potential, system) in enumerate(systems):
+        mine = [d for d in docs if d.potential == potential]
+        fig = _figure(f"hull-{i}", lambda m=mine, s=system: hull_figure(m, s))
+        parts.append(f"<div data-system='{html.escape(name, quote=True)}'>{fig}</div>")
+    if not systems:
+        parts.append("<p>No binary or ternary system with successful structures.</p>")
+    values = [d.e_above_hull for d in docs if d.status == "ok" and d.e_above_hull is not None]
+    if values:
+
+        def histogram() -> Any:
+            fig = go.Figure(go.Histogram(x=values, nbinsx=30, marker_color="#2b83ba"))
+            fig.update_layout(
+                title="energy above hull", xaxis_title="e_above_hull (eV/atom)",
+                yaxis_title="structures", template="plotly_white", height=330,
+            )  # fmt: skip
+            return fig
+
+        parts.append(_figure("e-above-hull", histogram))
+    return "\n".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        return f"{value:.4f}"
+    return html.escape(" ".join(str(value).split()))
+
+
+def _results_html(table: pd.DataFrame) -> str:
+    """The hull table, collapsed: sortable (click a heading), filterable, with a CSV file."""
+    if table.empty:
+        return "<h2>Results</h2>\n<p>No stability documents.</p>"
+    csv = base64.b64encode(table.to_csv(index=False).encode()).decode()
+    filters = []
+    for col, name in FILTERS.items():
+        if col in table:
+            values = sorted({_cell(v) for v in table[col]} - {""})
+            options = "".join(f"<option>{html.escape(v)}</option>" for v in values)
+            filters.append(
+                f"<label>{name} <select data-filter='{col}' onchange='esenFilter()'>"
+                f"<option value=''>all</option>{options}</select></label>"
+            )
+    filters.append(
+        "<label>contains <input data-filter='*' oninput='esenFilter()' size='12'></label>"
+    )
+    head = "".join(
+        f"<th data-col='{html.escape(c, quote=True)}' onclick='esenSort(this)'>"
+        f"{html.escape(_UNITS.get(c, c))}</th>"
+        for c in table.columns
+    )
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+        for row in table.itertuples(index=False)
+    )
+    return (
+        f"<details id='results-section'><summary>Results ({len(table)} structures; "
+        "click to open)</summary>\n"
+        f"<div class='filters'>{''.join(filters)}<span><b id='shown'>{len(table)}</b> shown"
+        f"</span><a download='esen-flows-results.csv' href='data:text/csv;base64,{csv}'>"
+        "download CSV</a></div>\n"
+        f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        "</details>"
+    )
+
+
+def _phonons_html(store: JobStore, chemsys: str | None) -> str:
+    """Dynamic-stability table and interactive band structure + DOS of the phonon results."""
     all_docs = phonon_documents(store, chemsys=chemsys)  # read and decoded once
     if not all_docs:
         return ""
@@ -234,30 +345,33 @@ def _phonons_html(store: JobStore, chemsys: str | None) -> str:
         shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     parts = [
         "<h2>Phonons</h2>",
-        "<p>Frequencies in THz; free energy (kJ/mol), entropy and heat capacity (J/K/mol) at "
-        "300 K per mole of primitive cells. Dynamically stable: acoustic modes at Gamma above "
-        "-0.01 THz, every other mode non-negative.</p>",
+        "<p>Frequencies in THz (imaginary ones negative); free energy (kJ/mol), entropy and "
+        "heat capacity (J/K/mol) at 300 K per mole of primitive cells. Dynamically stable: "
+        "acoustic modes at Gamma above -0.01 THz, every other mode non-negative.</p>",
         shown.to_html(index=False, border=0, na_rep="", escape=True),
     ]
     docs = [d for d in all_docs if d.status == "ok"]
     docs.sort(key=lambda d: (bool(d.dynamically_stable), d.label))
-    for doc in docs[:MAX_PHONON_PLOTS]:
+    figures = []
+    for i, doc in enumerate(docs[:MAX_PHONON_PLOTS]):
         verdict = "stable" if doc.dynamically_stable else "UNSTABLE"
-        caption = f"{doc.label} ({doc.formula}, {doc.potential}): {verdict}"
-        parts.append(
-            _figure_html(
-                caption,
-                lambda d=doc: plot_phonons(load_band_structure(d, store), d.dos, title=d.label),
+        title = f"{doc.label} ({doc.formula}, {doc.potential}): {verdict}"
+        figures.append(
+            _figure(
+                f"phonon-{i}",
+                lambda d=doc, t=title: phonon_figure(load_band_structure(d, store), d.dos, t),
             )
         )
+    parts.append(f"<div class='grid'>{''.join(figures)}</div>")
     if len(docs) > MAX_PHONON_PLOTS:
         parts.append(f"<p>{len(docs) - MAX_PHONON_PLOTS} more phonon results not plotted.</p>")
     return "\n".join(parts)
 
 
-def _conductivity_html(store: JobStore, chemsys: str | None) -> str:
-    """Conductivity table at 300 K and the kappa(T) plot."""
-    from esen_flows.analysis.conductivity import conductivity_frame, plot_kappa
+def _conductivity_html(store: JobStore, chemsys: str | None, reference: str | None) -> str:
+    """Conductivity table at 300 K, kappa(T), and against a reference potential the SRE/SRME
+    table (Matbench Discovery's definitions)."""
+    from esen_flows.analysis.conductivity import conductivity_frame, kappa_metrics
 
     docs = latest_documents(store, "conductivity", chemsys=chemsys)
     if not docs:
@@ -273,9 +387,16 @@ def _conductivity_html(store: JobStore, chemsys: str | None) -> str:
         table.to_html(index=False, border=0, na_rep="", escape=True),
     ]
     if any(d.kappa_mean for d in docs):  # type: ignore[attr-defined]
-        parts.append(
-            _figure_html("kappa against temperature", lambda: plot_kappa(docs).figure)  # type: ignore[arg-type]
-        )
+        parts.append("<p>kappa against temperature:</p>")
+        parts.append(_figure("kappa", lambda: kappa_figure(docs)))
+    if reference is not None:
+        for potential in sorted({d.potential for d in docs} - {reference}):
+            scores = kappa_metrics(store, potential, reference)
+            parts.append(
+                f"<p>{html.escape(potential)} against {html.escape(reference)}: mean SRE "
+                f"{scores.sre.mean():.3f}, mean SRME {scores.srme.mean():.3f}</p>"
+                + scores.to_html(index=False, border=0, na_rep="", float_format="{:.3f}".format)
+            )
     return "\n".join(parts)
 
 
@@ -290,6 +411,8 @@ def write_report(
     chemsys: str | None = None,
     metrics: dict[str, float] | None = None,
     title: str = "esen-flows screen",
+    reference: JobStore | str | Path | None = None,
+    kappa_reference: str | None = None,
 ) -> Path:
     """Write a self-contained HTML report of the screen in ``store``.
 
@@ -300,40 +423,59 @@ def write_report(
     out
         The HTML file to write (parent folders are created).
     chemsys
-        ``"Cu-Au"`` restricts the summary, table and plots to structures within that system.
+        ``"Cu-Au"`` restricts the summary, table and figures to structures within that system.
     metrics
         Classification metrics (``precision``, ``recall``, ``f1``, ``daf``, ``tp``, ...) to
-        show as given; integers as they are, other numbers to 4 decimals.
+        show as given (integers as they are, other numbers to 4 decimals); with ``tp``, ``fp``,
+        ``tn`` and ``fn`` also as a confusion matrix.
     title
         Page title and heading.
+    reference
+        The store of the same structures screened with a reference potential: a parity plot of
+        formation energies (eV/atom), matched by label.
+    kappa_reference
+        A potential whose conductivities in ``store`` are the reference: SRE and SRME of the
+        others against it.
 
     Returns
     -------
     Path
-        The file written. Summary and plots come from the newest stability document of each
-        label; the table from ``hull_table(store, chemsys)``. A plot that fails leaves a
-        one-line note in its place.
+        The file written: summary, reference comparison, hulls, phonons and conductivity, then
+        the results table (collapsed). Summary and figures come from the newest stability
+        document of each label; the table from ``hull_table(store, chemsys)``. A figure that
+        fails leaves a one-line note in its place.
     """
     store = open_store(store)
     if chemsys is not None:  # "Cu, Au" -> "Au-Cu", the form hull_table matches
         chemsys = "-".join(sorted(_elements(chemsys)))
     docs = stability_documents(store, chemsys)
+    table = hull_table(store, chemsys, include_unconverged=True)
+    e_form = {r.label: float(r.e_form) for r in table.itertuples() if pd.notna(r.e_form)}
+    potentials = sorted({d.potential for d in docs})
+    ref_names = (
+        sorted({d.potential for d in stability_documents(open_store(reference))})
+        if (reference is not None)
+        else []
+    )
+    names = (", ".join(potentials) or "model", ", ".join(ref_names) or "reference")
     heading = html.escape(title)
     scope = f"<p>Chemical system: {html.escape(chemsys)}</p>" if chemsys else ""
     sections = [
-        _summary_html(summarise(docs)),
-        _table_html(hull_table(store, chemsys, include_unconverged=True)),
-        _metrics_html(metrics) if metrics is not None else "",
-        _plots_html(docs),
+        _summary_html(store, docs),
+        _metrics_html(metrics, e_form, reference, names),
+        _hulls_html(docs),
         _phonons_html(store, chemsys),
-        _conductivity_html(store, chemsys),
+        _conductivity_html(store, chemsys, kappa_reference),
+        _results_html(table),
     ]
     page = (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>{heading}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{heading}</title>\n<style>{CSS}</style>\n"
+        f"<script>{plotly_js()}</script>\n<script>{SCRIPT}</script>\n</head>\n<body>\n"
         f"<h1>{heading}</h1>\n{scope}\n"
         + "\n".join(s for s in sections if s)
-        + "\n</body>\n</html>\n"
+        + f"\n<script type='application/json' id='esen-flows-meta'>"
+        f"{json.dumps({'structures': len(docs)})}</script>\n</body>\n</html>\n"
     )
     path = Path(out).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)

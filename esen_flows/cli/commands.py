@@ -63,10 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list relaxations that hit the step limit (converged=False, never stable)",
     )
 
-    report = sub.add_parser("report", help="write an HTML report with hull plots")
+    report = sub.add_parser(
+        "report", help="write a self-contained interactive HTML report (summary, hulls, tables)"
+    )
     report.add_argument("--store", "-s", required=True, help="folder of the results store")
     report.add_argument("--out", "-o", default="report.html", help="output HTML file")
     report.add_argument("--chemsys", help="restrict to a chemical system, e.g. Cu-Au")
+    report.add_argument(
+        "--reference",
+        help="folder of a store of the same structures screened with a reference potential "
+        "(formation-energy parity plot)",
+    )
+    report.add_argument(
+        "--kappa-reference", help="potential whose conductivities are the reference (SRME)"
+    )
 
     export = sub.add_parser(
         "export",
@@ -230,7 +240,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if Path(args.out).is_dir():
         raise CLIError(f"--out {args.out}: is a folder; give a file, e.g. {args.out}/report.html")
-    out = write_report(_open_store(args.store), args.out, chemsys=args.chemsys)
+    reference = _open_store(args.reference) if args.reference else None
+    out = write_report(
+        _open_store(args.store),
+        args.out,
+        chemsys=args.chemsys,
+        reference=reference,
+        kappa_reference=args.kappa_reference,
+    )
     print(f"report written to {out}")
     return 0
 

@@ -26,7 +26,6 @@ CELLS = {
     "AgAu-L10": ["Ag", "Ag", "Au", "Au"],
 }
 SYSTEMS = ("Au-Cu", "Ag-Au")
-IMG = '<img src="data:image/png;base64,'
 
 
 def _structures():
@@ -54,23 +53,25 @@ def docs(screened):
     return latest_per_label(query(screened, "stability"))
 
 
-def test_report_has_labels_plots_and_metrics(screened, tmp_path):
+def test_report_has_labels_figures_and_metrics(screened, tmp_path):
     path = write_report(screened, tmp_path / "out" / "report.html", metrics={"f1": 0.5, "tp": 3})
     assert path.is_file()
     text = path.read_text(encoding="utf-8")
     for label in CELLS:
         assert label in text
-    # one hull plot per binary system, plus the e_above_hull histogram
-    assert text.count(IMG) >= len(SYSTEMS) + 1
+    # one interactive hull figure per binary system (behind a selector), then the histogram
     for system in SYSTEMS:
-        assert f"<figcaption>{system} (emt)</figcaption>" in text
-    assert "Classification metrics" in text
+        assert f"data-system='{system} (emt)'" in text
+    assert text.count("data-system=") == len(SYSTEMS)
+    assert 'id="e-above-hull"' in text
     assert re.search(r"<th>f1</th><td>0\.5000</td>", text)
     assert re.search(r"<th>tp</th><td>3</td>", text)
-    assert "emt" in text
-    # self-contained: no external resources, no scripts
-    assert "<script" not in text
-    assert not re.search(r"(src|href)=\"https?:", text)
+    # summary first, results table last; plotly.js inlined once; no resource outside scripts
+    assert text.index("<h2>Summary</h2>") < text.index("Convex hulls") < text.index("id='results'")
+    assert text.count(report.plotly_js()[:300]) == 1
+    markup = re.sub(r"<script.*?</script>", "", text, flags=re.S)
+    assert not re.search(r"(src|href)=.https?:", markup)
+    assert "download='esen-flows-results.csv'" in markup
 
 
 def test_report_summary_and_chemsys_filter(screened, docs, tmp_path):
@@ -78,23 +79,21 @@ def test_report_summary_and_chemsys_filter(screened, docs, tmp_path):
     assert n_ok == len(CELLS)
     text = write_report(screened, tmp_path / "r.html", chemsys="Cu, Au").read_text()
     assert "Cu3Au-L12" in text and "AgAu-L10" not in text
-    assert text.count(IMG) == 2  # Au-Cu hull and the histogram
-    assert "Classification metrics" not in text
-    assert "<th>Structures</th><td>3</td>" in text
+    assert text.count("data-system=") == 1 and 'id="e-above-hull"' in text
+    assert "Against the reference" not in text
+    assert "<div class='card'><b>3</b>screened</div>" in text
     assert text.count("<td>Au-Cu</td>") == 3  # hull table rows
 
 
-def test_report_notes_a_failing_plot(screened, tmp_path, monkeypatch):
+def test_report_notes_a_failing_figure(screened, tmp_path, monkeypatch):
     def broken(docs, chemsys):
         raise RuntimeError(f"cannot draw {chemsys}\nsecond line")
 
-    monkeypatch.setattr(report, "plot_hull", broken)
+    monkeypatch.setattr(report, "hull_figure", broken)
     text = write_report(screened, tmp_path / "r.html").read_text()
     for system in SYSTEMS:
-        assert (
-            f"{system} (emt): plot failed: RuntimeError: cannot draw {system} second line" in text
-        )
-    assert text.count(IMG) == 1  # the histogram still made it
+        assert f"figure failed: RuntimeError: cannot draw {system} second line" in text
+    assert 'id="e-above-hull"' in text  # the histogram still made it
 
 
 def test_plot_hull_returns_a_figure(docs):
