@@ -6,14 +6,17 @@ experimental lattice constants, so every side relaxes them) goes through Matbenc
 kappa protocol: FIRE + Frechet cell filter + symmetry to fmax 1e-4 eV/A within 300 steps,
 phono3py displacements of 0.03 A, fc3 in the 2x2x2 and fc2 in the 3x3x3 supercell, symmetrised
 fc2 and fc3, the imaginary-mode check from fc2, then the Wigner equation in the RTA at 300 K with
-isotopes. Three runs, the same settings and meshes:
+isotopes. Five runs, the same settings and meshes:
 
-1. reference: ``ThermalConductivityMaker`` with EMT itself;
+1. reference: ``ThermalConductivityMaker`` with EMT itself, systematic and ``fast()``;
 2. esen-flows: ``ThermalConductivityMaker`` with esen-emt-tiny (float64), one job for all
-   structures, all fc2 and then all fc3 supercells evaluated as batches;
+   structures, all fc2 and then all fc3 supercells evaluated as batches: the systematic set
+   (``matbench_discovery()``) and ``fast()`` (random +- fc3 displacements at twice symfc's
+   minimum, the systematic fc2 set);
 3. peer: phono3py driven directly with esen-emt-tiny's ASE calculator, as Matbench Discovery's
    own script does it: per structure, ASE's FIRE with FixSymmetry and FrechetCellFilter, then
-   every displaced supercell one at a time, produce fc2, the check, fc3, the conductivity.
+   every displaced (systematic) supercell one at a time, produce fc2, the check, fc3, the
+   conductivity.
 
 Printed: per structure kappa (W/(m K)) of EMT and of esen-emt-tiny, SRE and SRME (Matbench
 Discovery's definitions, 300 K), the two esen-emt-tiny runs' agreement, and the wall times with
@@ -23,8 +26,10 @@ Usage::
 
     python benchmarks/kappa.py [--quick] [--threads 2] [--device cuda]
 
-The last line is a JSON object with ``speedup_vs_phono3py_loop`` (the peer's wall time over the
-maker's) and ``srme`` (mean over the structures), ``sre``, and the time shares.
+The last line is a JSON object with ``speedup_vs_phono3py_loop`` and
+``speedup_random_vs_phono3py`` (the peer's wall time over the systematic and the ``fast()``
+maker's), the supercell counts of both sides, ``srme`` and ``srme_random`` (mean over the
+structures), ``sre``, and the time shares.
 """
 
 from __future__ import annotations
@@ -107,8 +112,8 @@ def mesh_for(atoms: Atoms, quick: bool) -> list[int]:
 def maker(
     potential: str, device: str | None = None, random: bool = False, **extra
 ) -> ThermalConductivityMaker:
-    """Matbench Discovery's preset, or (``random``) its ``fast`` twin: fc2 and fc3 from
-    phono3py's "auto" number of random +- displacements fitted with symfc."""
+    """Matbench Discovery's preset, or (``random``) its ``fast`` twin: fc3 from random +-
+    displacements at twice symfc's minimum, fitted with symfc; the systematic fc2 set."""
     preset = (
         ThermalConductivityMaker.fast if random else ThermalConductivityMaker.matbench_discovery
     )

@@ -24,19 +24,17 @@ import numpy as np
 import pandas as pd
 from jobflow import JobStore
 
+from esen_flows.analysis.metrics import compare_labels
 from esen_flows.analysis.query import (
     hull_table,
     latest_documents,
-    phonon_documents,
-    phonon_frame,
 )
 from esen_flows.analysis.report_assets import CSS, FILTERS, SCRIPT
 from esen_flows.analysis.report_figures import (
-    figure_div,
+    figure_or_note,
     hull_figure,
-    kappa_figure,
+    one_line,
     parity_figure,
-    phonon_figure,
     plotly_js,
 )
 from esen_flows.analysis.report_plots import (  # noqa: F401 - re-exported
@@ -52,12 +50,14 @@ from esen_flows.analysis.report_plots import (  # noqa: F401 - re-exported
     plot_hull,
     pyplot,
 )
+from esen_flows.analysis.report_results import (  # noqa: F401 - MAX_PHONON_PLOTS re-exported
+    MAX_PHONON_PLOTS,
+    conductivity_html,
+    phonons_html,
+)
 from esen_flows.analysis.store_hull import store_stability
 from esen_flows.schemas import StabilityDocument
-from esen_flows.stores import load_band_structure, open_store
-
-#: Largest number of phonon band-structure/DOS plots in a report (unstable ones first).
-MAX_PHONON_PLOTS = 24
+from esen_flows.stores import open_store
 
 _UNITS = {
     "energy_per_atom": "energy_per_atom (eV/atom)",
@@ -118,11 +118,6 @@ def hull_systems(docs: Iterable[StabilityDocument]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    """``text`` escaped for HTML, on one line."""
-    return html.escape(" ".join(str(text).split()))
-
-
 def summarise(docs: Sequence[StabilityDocument]) -> dict[str, Any]:
     """Counts of a screen from its stability documents (one per label).
 
@@ -169,7 +164,7 @@ def _provenance(store: JobStore, docs: Sequence[StabilityDocument]) -> list[tupl
         rows.append(("potential", f"{name} (parameters {checksum[:12]})"))
     relaxations = latest_documents(store, "relaxation")
     if relaxations:
-        settings = relaxations[-1].settings
+        settings = relaxations[0].settings  # the newest
         shown = ", ".join(f"{k} {v}" for k, v in sorted(settings.items()) if k != "task")
         rows.append(("relaxation settings", shown))
         total = sum(d.wall_time or 0.0 for d in relaxations)  # type: ignore[attr-defined]
@@ -181,7 +176,7 @@ def _provenance(store: JobStore, docs: Sequence[StabilityDocument]) -> list[tupl
 
 def _summary_html(store: JobStore, docs: Sequence[StabilityDocument]) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{_one_line(v) or '-'}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{one_line(v) or '-'}</td></tr>"
         for k, v in _provenance(store, docs)
     )
     return (
@@ -201,35 +196,45 @@ def _format_number(value: Any) -> str:
     return f"{float(value):.4f}"
 
 
-def _figure(fig_id: str, make: Any) -> str:
-    """``make()``'s plotly figure as a div, or a one-line note when it fails."""
-    try:
-        return figure_div(make(), fig_id)
-    except Exception as exc:
-        note = f"{fig_id}: figure failed: {type(exc).__name__}: {exc}"
-        return f"<p class='note'>{_one_line(note)}</p>"
-
-
 def _metrics_html(
-    metrics: Mapping[str, Any] | None, e_form: Mapping[str, float], reference: Any, names: tuple
+    store: JobStore,
+    chemsys: str | None,
+    metrics: Mapping[str, Any] | None,
+    reference: JobStore | str | Path | None,
 ) -> str:
-    """Classification metrics as a small table, the confusion matrix and the parity plot."""
+    """Against a reference: the classification metrics (given, or computed from the two
+    stores' hulls, converged structures matched by label) as a small table, the confusion
+    matrix and the parity plot of formation energies."""
     if metrics is None and reference is None:
         return ""
     parts = ["<h2>Against the reference</h2>"]
-    if metrics is not None:
-        body = "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format_number(v))}</td></tr>"
-            for k, v in metrics.items()
-        )
-        parts.append(f"<table class='metrics'>{body}</table>")
     figures = []
-    if metrics is not None and all(k in metrics for k in ("tp", "fp", "tn", "fn")):
-        figures.append(_confusion_html(metrics))
     if reference is not None:
-        ref = hull_table(open_store(reference), include_failed=False)
-        ref_e = {r.label: float(r.e_form) for r in ref.itertuples() if pd.notna(r.e_form)}
-        figures.append(_figure("parity", lambda: parity_figure(e_form, ref_e, names)))
+        ours = hull_table(store, chemsys, include_failed=False)  # converged ones only
+        ref_store = open_store(reference)
+        ref = hull_table(ref_store, chemsys, include_failed=False)
+        if metrics is None:
+            metrics = compare_labels(
+                dict(zip(ours.label, ours.stable.astype(bool), strict=True)),
+                dict(zip(ref.label, ref.stable.astype(bool), strict=True)),
+            )
+        e_form, ref_e = (
+            {r.label: float(r.e_form) for r in t.itertuples() if pd.notna(r.e_form)}
+            for t in (ours, ref)
+        )
+        names = tuple(
+            ", ".join(sorted({d.potential for d in stability_documents(s, chemsys)})) or name
+            for s, name in ((store, "model"), (ref_store, "reference"))
+        )
+        figures.append(figure_or_note("parity", lambda: parity_figure(e_form, ref_e, names)))
+    metrics = metrics or {}  # given, or computed above
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_format_number(v))}</td></tr>"
+        for k, v in metrics.items()
+    )
+    parts.append(f"<table class='metrics'>{body}</table>")
+    if all(k in metrics for k in ("tp", "fp", "tn", "fn")):
+        figures.insert(0, _confusion_html(metrics))
     parts.append(f"<div class='grid'>{''.join(figures)}</div>")
     return "\n".join(parts)
 
@@ -261,14 +266,17 @@ def _hulls_html(docs: Sequence[StabilityDocument]) -> str:
         for system in hull_systems([d for d in docs if d.potential == potential])
     ]
     if systems:
-        options = "".join(f"<option>{html.escape(name)}</option>" for name, _, _ in systems)
+        options = "".join(
+            f"<option value='{html.escape(name, quote=True)}'>{html.escape(name)}</option>"
+            for name, _, _ in systems
+        )
         parts.append(
             f"<p><label>System ({len(systems)}): <select id='hull-system' "
             f"onchange='esenShow(this.value)'>{options}</select></label></p>"
         )
     for i, (name, potential, system) in enumerate(systems):
         mine = [d for d in docs if d.potential == potential]
-        fig = _figure(f"hull-{i}", lambda m=mine, s=system: hull_figure(m, s))
+        fig = figure_or_note(f"hull-{i}", lambda m=mine, s=system: hull_figure(m, s))
         parts.append(f"<div data-system='{html.escape(name, quote=True)}'>{fig}</div>")
     if not systems:
         parts.append("<p>No binary or ternary system with successful structures.</p>")
@@ -283,7 +291,7 @@ def _hulls_html(docs: Sequence[StabilityDocument]) -> str:
             )  # fmt: skip
             return fig
 
-        parts.append(_figure("e-above-hull", histogram))
+        parts.append(figure_or_note("e-above-hull", histogram))
     return "\n".join(parts)
 
 
@@ -305,8 +313,8 @@ def _results_html(table: pd.DataFrame) -> str:
     filters = []
     for col, name in FILTERS.items():
         if col in table:
-            values = sorted({_cell(v) for v in table[col]} - {""})
-            options = "".join(f"<option>{html.escape(v)}</option>" for v in values)
+            values = sorted({_cell(v) for v in table[col]} - {""})  # escaped already
+            options = "".join(f"<option value='{v}'>{v}</option>" for v in values)
             filters.append(
                 f"<label>{name} <select data-filter='{col}' onchange='esenFilter()'>"
                 f"<option value=''>all</option>{options}</select></label>"
@@ -332,72 +340,6 @@ def _results_html(table: pd.DataFrame) -> str:
         f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
         "</details>"
     )
-
-
-def _phonons_html(store: JobStore, chemsys: str | None) -> str:
-    """Dynamic-stability table and interactive band structure + DOS of the phonon results."""
-    all_docs = phonon_documents(store, chemsys=chemsys)  # read and decoded once
-    if not all_docs:
-        return ""
-    table = phonon_frame(all_docs)
-    shown = table.drop(columns=["reason"]).copy()
-    for col in ("min_frequency", "max_frequency", "free_energy", "entropy", "heat_capacity"):
-        shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-    parts = [
-        "<h2>Phonons</h2>",
-        "<p>Frequencies in THz (imaginary ones negative); free energy (kJ/mol), entropy and "
-        "heat capacity (J/K/mol) at 300 K per mole of primitive cells. Dynamically stable: "
-        "acoustic modes at Gamma above -0.01 THz, every other mode non-negative.</p>",
-        shown.to_html(index=False, border=0, na_rep="", escape=True),
-    ]
-    docs = [d for d in all_docs if d.status == "ok"]
-    docs.sort(key=lambda d: (bool(d.dynamically_stable), d.label))
-    figures = []
-    for i, doc in enumerate(docs[:MAX_PHONON_PLOTS]):
-        verdict = "stable" if doc.dynamically_stable else "UNSTABLE"
-        title = f"{doc.label} ({doc.formula}, {doc.potential}): {verdict}"
-        figures.append(
-            _figure(
-                f"phonon-{i}",
-                lambda d=doc, t=title: phonon_figure(load_band_structure(d, store), d.dos, t),
-            )
-        )
-    parts.append(f"<div class='grid'>{''.join(figures)}</div>")
-    if len(docs) > MAX_PHONON_PLOTS:
-        parts.append(f"<p>{len(docs) - MAX_PHONON_PLOTS} more phonon results not plotted.</p>")
-    return "\n".join(parts)
-
-
-def _conductivity_html(store: JobStore, chemsys: str | None, reference: str | None) -> str:
-    """Conductivity table at 300 K, kappa(T), and against a reference potential the SRE/SRME
-    table (Matbench Discovery's definitions)."""
-    from esen_flows.analysis.conductivity import conductivity_frame, kappa_metrics
-
-    docs = latest_documents(store, "conductivity", chemsys=chemsys)
-    if not docs:
-        return ""
-    table = conductivity_frame(docs).drop(columns=["reason"])  # type: ignore[arg-type]
-    for col in ("kappa", "kappa_particle", "kappa_coherence"):
-        table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    parts = [
-        "<h2>Lattice thermal conductivity</h2>",
-        "<p>kappa at 300 K in W/(m K), (xx+yy+zz)/3 (phono3py); the coherence part is that of "
-        "the Wigner equation when it was included. Structures with imaginary modes get no "
-        "kappa.</p>",
-        table.to_html(index=False, border=0, na_rep="", escape=True),
-    ]
-    if any(d.kappa_mean for d in docs):  # type: ignore[attr-defined]
-        parts.append("<p>kappa against temperature:</p>")
-        parts.append(_figure("kappa", lambda: kappa_figure(docs)))
-    if reference is not None:
-        for potential in sorted({d.potential for d in docs} - {reference}):
-            scores = kappa_metrics(store, potential, reference)
-            parts.append(
-                f"<p>{html.escape(potential)} against {html.escape(reference)}: mean SRE "
-                f"{scores.sre.mean():.3f}, mean SRME {scores.srme.mean():.3f}</p>"
-                + scores.to_html(index=False, border=0, na_rep="", float_format="{:.3f}".format)
-            )
-    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,8 +373,9 @@ def write_report(
     title
         Page title and heading.
     reference
-        The store of the same structures screened with a reference potential: a parity plot of
-        formation energies (eV/atom), matched by label.
+        The store of the same structures screened with a reference potential: the metrics
+        (computed when not given: stable = on the hull, converged structures matched by label),
+        a confusion matrix and a parity plot of formation energies (eV/atom).
     kappa_reference
         A potential whose conductivities in ``store`` are the reference: SRE and SRME of the
         others against it.
@@ -450,22 +393,14 @@ def write_report(
         chemsys = "-".join(sorted(_elements(chemsys)))
     docs = stability_documents(store, chemsys)
     table = hull_table(store, chemsys, include_unconverged=True)
-    e_form = {r.label: float(r.e_form) for r in table.itertuples() if pd.notna(r.e_form)}
-    potentials = sorted({d.potential for d in docs})
-    ref_names = (
-        sorted({d.potential for d in stability_documents(open_store(reference))})
-        if (reference is not None)
-        else []
-    )
-    names = (", ".join(potentials) or "model", ", ".join(ref_names) or "reference")
     heading = html.escape(title)
     scope = f"<p>Chemical system: {html.escape(chemsys)}</p>" if chemsys else ""
     sections = [
         _summary_html(store, docs),
-        _metrics_html(metrics, e_form, reference, names),
+        _metrics_html(store, chemsys, metrics, reference),
         _hulls_html(docs),
-        _phonons_html(store, chemsys),
-        _conductivity_html(store, chemsys, kappa_reference),
+        phonons_html(store, chemsys),
+        conductivity_html(store, chemsys, kappa_reference),
         _results_html(table),
     ]
     page = (

@@ -34,6 +34,21 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
+def one_line(text: str) -> str:
+    """``text`` escaped for HTML, on one line."""
+    return html.escape(" ".join(str(text).split()))
+
+
+def figure_or_note(fig_id: str, make: Any) -> str:
+    """``make()``'s figure as a div with id ``fig_id`` (letters, digits and hyphens only), or a
+    one-line note when building it fails."""
+    try:
+        return figure_div(make(), fig_id)
+    except Exception as exc:
+        note = f"{fig_id}: figure failed: {type(exc).__name__}: {exc}"
+        return f"<p class='note'>{one_line(note)}</p>"
+
+
 def figure_div(fig: go.Figure, div_id: str) -> str:
     """An HTML fragment that draws ``fig`` into ``<div id=div_id>`` with the page's
     plotly.js (none included here)."""
@@ -76,7 +91,7 @@ def _classes(
 
 def hull_figure(docs: Sequence[StabilityDocument], chemsys: str) -> go.Figure:
     """The convex hull of a binary (formation energy against composition) or ternary
-    (composition triangle, colour = energy above hull) system.
+    (composition triangle with the hull's facets) system.
 
     Hover shows label, formula, energy above hull and whether the relaxation converged; the
     hull is rebuilt from the documents' energies and elemental references (``hull_entries``),
@@ -143,9 +158,14 @@ def hull_figure(docs: Sequence[StabilityDocument], chemsys: str) -> go.Figure:
 
 
 def parity_figure(
-    predicted: Mapping[str, float], reference: Mapping[str, float], names: tuple[str, str]
+    predicted: Mapping[str, float],
+    reference: Mapping[str, float],
+    names: tuple[str, str],
+    title: str = "formation energy (eV/atom)",
+    log: bool = False,
 ) -> go.Figure:
-    """Formation energies (eV/atom) of the model against the reference, matched by label."""
+    """A quantity of the model against the reference, matched by label (default: formation
+    energies, eV/atom; ``log``: both axes logarithmic, for conductivities)."""
     labels = sorted(set(predicted) & set(reference))
     x = [reference[k] for k in labels]
     y = [predicted[k] for k in labels]
@@ -160,9 +180,12 @@ def parity_figure(
         hovertext=[html.escape(k) for k in labels], hoverinfo="text+x+y",
     )  # fmt: skip
     fig.update_layout(
-        title="formation energy (eV/atom)",
-        xaxis_title=f"{names[1]} (reference)", yaxis_title=f"{names[0]} (model)", **_LAYOUT,
+        title=title, xaxis_title=f"{names[1]} (reference)", yaxis_title=f"{names[0]} (model)",
+        **_LAYOUT,
     )  # fmt: skip
+    if log:
+        fig.update_xaxes(type="log")
+        fig.update_yaxes(type="log")
     return fig
 
 

@@ -84,7 +84,7 @@ class ThermalConductivityMaker(Maker):
         displacement also reversed (``plusminus``: 4x the minimum in all); fc2: phono3py's
         systematic set (a handful of supercells, no symfc set-up). Chosen from
         ``benchmarks/kappa_random.py`` (EMT, 12 crystals including a Cm ternary, against the
-        systematic set): with +- pairs kappa is within 0.5 % at 1x, 2x or 4x the minimum;
+        systematic set): with +- pairs kappa is within 0.6 % at 1x, 2x or 4x the minimum;
         without them 2.4-2.6 % off however many supercells (the one-sided finite-difference
         error), and at 1x without pairs the fit is underdetermined. 1x with pairs sits at the
         edge of determination for fc3, so 2x keeps a margin against force noise. The same

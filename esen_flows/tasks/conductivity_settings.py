@@ -145,6 +145,11 @@ class ConductivitySettings(Settings):
         if counts["n_fc2_snapshots"] == "systematic":
             counts.pop("n_fc2_snapshots")
         check_displacements(self.displacements, counts)
+        if self.displacements == "random" and self.cutoff_pair_distance is not None:
+            raise ValueError(
+                "cutoff_pair_distance applies to the systematic set only: random displacements "
+                "are fitted with symfc over every pair (leave it None)"
+            )
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.wigner and not wigner_available():

@@ -34,7 +34,9 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
     """What the browser saw: ``errors`` (console errors and page exceptions), ``requests``
     (every URL the page asked for), ``order`` (the section headings and the results block,
     top to bottom), ``figures`` (trace count of each plotly figure), ``interactive`` (figures
-    plotly has laid out), ``hover`` (every hover text), ``rows`` (results rows),
+    plotly has laid out), ``points`` (data points per figure), ``shown_widths`` (for each
+    option of the system selector, the size of the figures then shown), ``hover`` (every hover
+    text), ``rows`` (results rows),
     ``stable_rows`` (rows left by the filter stable = true) and ``hidden_systems`` (hull
     figures hidden by the selector)."""
     from playwright.sync_api import sync_playwright
@@ -59,6 +61,10 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
                     .map(e => e.tagName === 'DETAILS' ? 'results' : e.textContent),
                 figures: Array.from(document.querySelectorAll('.plotly-graph-div'))
                     .map(g => (g.data || []).length),
+                points: Array.from(document.querySelectorAll('.plotly-graph-div'))
+                    .map(g => (g.data || []).filter(t => String(t.mode).includes('markers')
+                        || t.type === 'histogram' || String(t.mode) === 'lines')
+                        .reduce((n, t) => n + (t.x || t.a || []).length, 0)),
                 interactive: Array.from(document.querySelectorAll('.plotly-graph-div'))
                     .filter(g => g._fullLayout !== undefined).length,
                 rows: document.querySelectorAll('#results tbody tr').length,
@@ -67,6 +73,20 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
                 hidden_systems: document.querySelectorAll('[data-system][hidden]').length,
             })"""
             )
+            # every system of the selector, shown in turn, gets a figure of non-zero size
+            seen["shown_widths"] = []
+            for value in page.eval_on_selector_all(
+                "#hull-system option", "opts => opts.map(o => o.value)"
+            ):
+                page.select_option("#hull-system", value)
+                seen["shown_widths"].append(
+                    page.evaluate(
+                        """() => Array.from(document.querySelectorAll('[data-system]'))
+                        .filter(d => !d.hidden)
+                        .map(d => d.querySelector('.plotly-graph-div').getBoundingClientRect())
+                        .map(r => Math.min(r.width, r.height))"""
+                    )
+                )
             page.click("#results-section > summary")
             page.select_option("select[data-filter='stable']", "true")
             seen["stable_rows"] = page.evaluate(

@@ -265,7 +265,7 @@ def test_srme_by_hand_and_the_rules_that_make_it_two():
         srme(pred[:1], weights[:1], k_pred, ref, k_ref)
 
 
-def test_kappa_metrics_of_the_shipped_model_against_emt(kappa_run):
+def test_kappa_metrics_of_the_shipped_model_against_emt(kappa_run, tmp_path):
     from esen_flows.analysis.conductivity import kappa_average
 
     store, docs = kappa_run
@@ -288,6 +288,12 @@ def test_kappa_metrics_of_the_shipped_model_against_emt(kappa_run):
     assert "reference has no conductivity" in everything.loc["Cu-bcc"].note
     assert everything.loc["Cu3Au-L12"].srme == 2.0  # not computed by the model: 2
     assert set(everything.index[everything.srme.isna()]) == {"Cu-bcc", "Si"}  # failed ref
+    # the report: the SRE/SRME table and a kappa parity figure against the reference potential
+    from esen_flows.analysis.report import write_report
+
+    page = write_report(store, tmp_path / "report.html", kappa_reference="emt").read_text()
+    assert "esen-emt-tiny against emt: mean SRE" in page and 'id="kappa-parity-0"' in page
+    assert "figure failed" not in page
 
 
 def test_matbench_discovery_preset_and_per_structure_settings(tmp_path):
@@ -328,6 +334,7 @@ def test_bad_settings_are_refused_when_the_flow_is_made():
         (dict(temperatures=[-10.0]), "temperatures"),
         (dict(supercell_matrix=[[1, 0], [0, 1]]), "supercell_matrix"),
         (dict(displacement=0.0), "displacement"),
+        (dict(displacements="random", cutoff_pair_distance=4.0), "systematic set only"),
     ):
         with pytest.raises(ValueError, match=match):
             ThermalConductivityMaker(**bad).make(bulk("Cu"))

@@ -57,11 +57,12 @@ def test_report_opens_offline_in_chromium_with_interactive_figures(tmp_path):
     phonons = PhononMaker(potential="emt", settings=PhononSettings(relax=None, min_length=5.0))
     run_locally(phonons.make(structures()[:1]), store=store, create_folders=False, log=False)
     ours, ref = (hull_table(s, include_failed=False) for s in (store, reference))
-    metrics = compare_labels(
+    expected = compare_labels(
         dict(zip(ours.label, ours.stable.astype(bool), strict=True)),
         dict(zip(ref.label, ref.stable.astype(bool), strict=True)),
     )
-    path = write_report(store, tmp_path / "report.html", metrics=metrics, reference=reference)
+    # metrics computed by the report itself from the reference store
+    path = write_report(store, tmp_path / "report.html", reference=reference)
     markup = re.sub(r"<script.*?</script>", "", path.read_text(encoding="utf-8"), flags=re.S)
     assert not re.search(r"(src|href)=.https?:", markup)  # no resource outside the scripts
 
@@ -80,4 +81,10 @@ def test_report_opens_offline_in_chromium_with_interactive_figures(tmp_path):
     for label in CELLS:  # hover names each structure, its energy above hull and convergence
         assert any(label in h and "e_above_hull" in h and "converged" in h for h in seen["hover"])
     assert "confusion matrix" in markup
+    for key in ("tp", "fp", "tn", "fn"):
+        assert f"<th>{key}</th><td>{expected[key]}</td>" in markup
+    assert all(n > 0 for n in seen["points"])  # every figure has data, not only a frame
+    # each system of the selector shows exactly one figure, of non-zero size
+    assert len(seen["shown_widths"]) == 3
+    assert all(len(w) == 1 and w[0] > 100 for w in seen["shown_widths"])
     assert seen["stable_rows"] == int(ours.stable.sum())
