@@ -295,6 +295,10 @@ def _hulls_html(docs: Sequence[StabilityDocument]) -> str:
     return "\n".join(parts)
 
 
+#: CSV files up to this many characters are a data: link; larger ones a Blob made on click.
+CSV_INLINE_LIMIT = 1_000_000
+
+
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
@@ -309,7 +313,13 @@ def _results_html(table: pd.DataFrame) -> str:
     """The hull table, collapsed: sortable (click a heading), filterable, with a CSV file."""
     if table.empty:
         return "<h2>Results</h2>\n<p>No stability documents.</p>"
-    csv = base64.b64encode(table.to_csv(index=False).encode()).decode()
+    text = table.to_csv(index=False)
+    if len(text) < CSV_INLINE_LIMIT:  # a data: link works without JavaScript
+        link = f"href='data:text/csv;base64,{base64.b64encode(text.encode()).decode()}'"
+        csv = ""
+    else:  # browsers cap data: URLs (Chromium at 2 MB): a Blob made on click instead
+        link = "href='#' onclick='return esenCsv(this)'"
+        csv = f"<script type='text/csv' id='results-csv'>{html.escape(text)}</script>"
     filters = []
     for col, name in FILTERS.items():
         if col in table:
@@ -335,9 +345,9 @@ def _results_html(table: pd.DataFrame) -> str:
         f"<details id='results-section'><summary>Results ({len(table)} structures; "
         "click to open)</summary>\n"
         f"<div class='filters'>{''.join(filters)}<span><b id='shown'>{len(table)}</b> shown"
-        f"</span><a download='esen-flows-results.csv' href='data:text/csv;base64,{csv}'>"
+        f"</span><a download='esen-flows-results.csv' {link}>"
         "download CSV</a></div>\n"
-        f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{csv}"
         "</details>"
     )
 

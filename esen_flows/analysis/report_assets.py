@@ -1,7 +1,8 @@
 """The style sheet and the script the HTML report inlines (``analysis.report``).
 
 The script is plain JavaScript with no library: ``esenShow`` shows one hull figure of the
-system selector, ``esenFilter`` and ``esenSort`` filter and sort the results table. Without
+system selector, ``esenFilter`` and ``esenSort`` filter and sort the results table,
+``esenCsv`` makes the CSV download of a large table. Without
 JavaScript the page still shows the summary and every table.
 """
 
@@ -36,6 +37,14 @@ function esenShow(value) {
       div.querySelectorAll('.plotly-graph-div').forEach(function (g) { Plotly.Plots.resize(g); });
     }
   });
+}
+function esenCsv(link) {
+  var text = document.createElement('textarea');
+  text.innerHTML = document.getElementById('results-csv').textContent;
+  var blob = new Blob([text.value], {type: 'text/csv'});
+  link.href = URL.createObjectURL(blob);
+  link.removeAttribute('onclick');
+  return true;
 }
 function esenFilter() {
   var table = document.getElementById('results');

@@ -37,7 +37,8 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
     plotly has laid out), ``points`` (data points per figure), ``shown_widths`` (for each
     option of the system selector, the size of the figures then shown), ``hover`` (every hover
     text), ``rows`` (results rows),
-    ``stable_rows`` (rows left by the filter stable = true) and ``hidden_systems`` (hull
+    ``stable_rows`` (rows left by the filter stable = true), ``csv_lines`` (lines of the
+    downloaded CSV) and ``hidden_systems`` (hull
     figures hidden by the selector)."""
     from playwright.sync_api import sync_playwright
 
@@ -93,6 +94,10 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
                 "document.querySelectorAll('#results tbody tr:not([hidden])').length"
             )
             page.select_option("select[data-filter='stable']", "")
+            with page.expect_download() as download:
+                page.click("a[download]")
+            csv = Path(download.value.path()).read_text(encoding="utf-8")
+            seen["csv_lines"] = len(csv.strip().splitlines())
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
