@@ -89,6 +89,17 @@ def _classes(
     return out
 
 
+def _markers(kind: str, rows: list) -> dict[str, Any]:
+    """The marker trace settings of one class of structures (colour, hover texts)."""
+    return dict(
+        mode="markers",
+        name=kind,
+        marker=dict(color=COLOURS[kind], size=9, line=dict(width=0.5, color="#222")),
+        hovertext=[_hover(d) for d, _, _ in rows],
+        hoverinfo="text",
+    )
+
+
 def hull_figure(docs: Sequence[StabilityDocument], chemsys: str) -> go.Figure:
     """The convex hull of a binary (formation energy against composition) or ternary
     (composition triangle with the hull's facets) system.
@@ -119,11 +130,7 @@ def hull_figure(docs: Sequence[StabilityDocument], chemsys: str) -> go.Figure:
                 fig.add_scatter(
                     x=[c.get_atomic_fraction(x_el) for _, c, _ in rows],
                     y=[e for _, _, e in rows],
-                    mode="markers",
-                    name=kind,
-                    marker=dict(color=COLOURS[kind], size=9, line=dict(width=0.5, color="#222")),
-                    hovertext=[_hover(d) for d, _, _ in rows],
-                    hoverinfo="text",
+                    **_markers(kind, rows),
                 )
         fig.update_layout(
             title=f"{chemsys}", xaxis_title=f"x in {elements[0]}(1-x){x_el}(x)",
@@ -145,11 +152,7 @@ def hull_figure(docs: Sequence[StabilityDocument], chemsys: str) -> go.Figure:
                 a=[k.get_atomic_fraction(a) for _, k, _ in rows],
                 b=[k.get_atomic_fraction(b) for _, k, _ in rows],
                 c=[k.get_atomic_fraction(c) for _, k, _ in rows],
-                mode="markers",
-                name=kind,
-                marker=dict(color=COLOURS[kind], size=9, line=dict(width=0.5, color="#222")),
-                hovertext=[_hover(d) for d, _, _ in rows],
-                hoverinfo="text",
+                **_markers(kind, rows),
             )
     fig.update_layout(
         title=chemsys, ternary=dict(aaxis_title=a, baxis_title=b, caxis_title=c), **_LAYOUT
