@@ -241,3 +241,39 @@ def read_labelled(
     if not frames:
         raise ValueError(f"no usable frame in {', '.join(f['path'] for f in manifest.files)}")
     return frames, manifest
+
+
+def structure_group(atoms: Atoms, key: str | None = None) -> str:
+    """The structure a frame belongs to, for splits that keep a structure's frames together:
+    ``atoms.info[key]`` when given (a trajectory or material id), else the chemical formula
+    with the atom count (the frames of one relaxation or MD run share both)."""
+    if key is not None:
+        if key not in atoms.info:
+            raise ValueError(f"{atoms.info.get('source', 'a frame')}: no info key {key!r}")
+        return str(atoms.info[key])
+    return f"{atoms.get_chemical_formula()}/{len(atoms)}"
+
+
+def split_by_structure(
+    frames: Sequence[Atoms], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
+    key: str | None = None,
+) -> dict[str, list[Atoms]]:  # fmt: skip
+    """Train, validation and test frames, split by structure (``structure_group``), not by
+    frame: no structure has frames on two sides, so the validation error is that of unseen
+    structures. ``fractions`` are of the structures; each split gets at least one when there
+    are three or more."""
+    from esen_flows.training.data import split_groups
+
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1: {fractions}")
+    groups = [structure_group(a, key) for a in frames]
+    if len(set(groups)) < 3:
+        raise ValueError(
+            f"{len(set(groups))} structure(s) cannot be split three ways: give --valid and "
+            "--test files, or more structures"
+        )
+    where = split_groups(groups, fractions, seed)
+    out: dict[str, list[Atoms]] = {"train": [], "val": [], "test": []}
+    for atoms, group in zip(frames, groups, strict=True):
+        out[where[group]].append(atoms)
+    return out

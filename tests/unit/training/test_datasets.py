@@ -11,7 +11,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.db import connect
 from ase.io import write
 
-from esen_flows.training.datasets import LabelKeys, read_labelled
+from esen_flows.training.datasets import LabelKeys, read_labelled, split_by_structure
 
 
 def emt_frames(n: int = 3) -> list:
@@ -91,3 +91,22 @@ def test_implausible_units_are_refused_even_with_allow_missing(tmp_path):
         read_labelled(tmp_path / "missing.extxyz")
     with pytest.raises(ValueError, match="unknown label"):
         read_labelled(tmp_path / "kbar.extxyz", need=("charges",))
+
+
+def test_split_keeps_each_structure_on_one_side():
+    frames = []
+    for i, symbols in enumerate(["Cu4", "Cu3Au", "Cu2Au2", "CuAu3", "Au4", "Cu3Ag"]):
+        for k in range(5):  # five frames of one "trajectory" each
+            atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+            atoms.symbols = symbols
+            atoms.rattle(0.02, seed=10 * i + k)
+            frames.append(atoms)
+    parts = split_by_structure(frames, (0.6, 0.2, 0.2), seed=3)
+    assert sum(len(v) for v in parts.values()) == len(frames)
+    sides = {side: {a.get_chemical_formula() for a in frames_} for side, frames_ in parts.items()}
+    assert all(sides[s] for s in ("train", "val", "test"))
+    assert not (sides["train"] & sides["val"] or sides["train"] & sides["test"])
+    assert not sides["val"] & sides["test"]
+    assert split_by_structure(frames, (0.6, 0.2, 0.2), seed=3) == parts  # same seed, same split
+    with pytest.raises(ValueError, match="cannot be split three ways"):
+        split_by_structure(frames[:5])
