@@ -82,13 +82,15 @@ class Manifest:
 
 def dataset_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     """The files behind ``paths``: files as given, folders expanded to their extxyz files and
-    ASE databases (sorted). ``ValueError`` naming a path that is missing or holds none."""
+    ``.db`` databases (sorted; a ``.json`` database is read when named). ``ValueError`` naming
+    a path that is missing or holds none."""
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     out: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in EXTXYZ + DATABASES)
+            # .json only when named: a folder's JSON files are rarely ASE databases
+            found = sorted(p for p in path.iterdir() if p.suffix in (*EXTXYZ, ".db"))
             if not found:
                 raise ValueError(f"{path}: no extxyz file or ASE database in this folder")
             out += found
@@ -112,7 +114,11 @@ def _frames_of(path: Path) -> list[Atoms]:
         from ase.db import connect
 
         out = []
-        for row in connect(path).select():
+        try:
+            rows = list(connect(path).select())
+        except Exception as exc:
+            raise ValueError(f"{path}: not readable as an ASE database ({exc})") from None
+        for row in rows:
             atoms = row.toatoms(add_additional_information=True)
             atoms.info.update(atoms.info.pop("key_value_pairs", {}) or {})
             for key, value in (atoms.info.pop("data", {}) or {}).items():

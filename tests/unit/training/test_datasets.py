@@ -91,6 +91,9 @@ def test_implausible_units_are_refused_even_with_allow_missing(tmp_path):
         read_labelled(tmp_path / "missing.extxyz")
     with pytest.raises(ValueError, match="unknown label"):
         read_labelled(tmp_path / "kbar.extxyz", need=("charges",))
+    (tmp_path / "notes.json").write_text('{"not": "a database"}')
+    with pytest.raises(ValueError, match=r"notes\.json: not readable as an ASE database"):
+        read_labelled(tmp_path / "notes.json")
 
 
 def test_split_keeps_each_structure_on_one_side():
