@@ -77,9 +77,9 @@ function esenSort(th) {
   };
   rows.sort(function (a, b) {
     var x = key(a), y = key(b);
-    if (x === null) { return 1; } if (y === null) { return -1; }
-    var both = typeof x === 'number' && typeof y === 'number';
-    var c = both ? x - y : String(x).localeCompare(String(y));
+    if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }  // empty last
+    var c = typeof x !== typeof y ? (typeof x === 'number' ? -1 : 1)  // numbers before text
+      : (typeof x === 'number' ? x - y : String(x).localeCompare(String(y)));
     return up ? c : -c;
   });
   rows.forEach(function (r) { body.appendChild(r); });

@@ -37,9 +37,9 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
     plotly has laid out), ``points`` (data points per figure), ``shown_widths`` (for each
     option of the system selector, the size of the figures then shown), ``hover`` (every hover
     text), ``rows`` (results rows),
-    ``stable_rows`` (rows left by the filter stable = true), ``csv_lines`` (lines of the
-    downloaded CSV) and ``hidden_systems`` (hull
-    figures hidden by the selector)."""
+    ``stable_rows`` (rows left by the filter stable = true), ``sorted`` (the e_above_hull
+    column after one and two clicks on its heading), ``csv_lines`` (lines of the downloaded CSV) and
+    ``hidden_systems`` (hull figures hidden by the selector)."""
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -94,6 +94,14 @@ def open_report(path: Path, screenshot: Path | None = None) -> dict[str, Any]:
                 "document.querySelectorAll('#results tbody tr:not([hidden])').length"
             )
             page.select_option("select[data-filter='stable']", "")
+            column = """() => { const t = document.getElementById('results');
+                const i = Array.from(t.tHead.rows[0].cells).findIndex(
+                    c => c.dataset.col === 'e_above_hull');
+                return Array.from(t.tBodies[0].rows).map(r => r.cells[i].textContent); }"""
+            seen["sorted"] = []
+            for _ in range(2):  # ascending, then descending
+                page.click("th[data-col='e_above_hull']")
+                seen["sorted"].append(page.evaluate(column))
             with page.expect_download() as download:
                 page.click("a[download]")
             csv = Path(download.value.path()).read_text(encoding="utf-8")

@@ -93,6 +93,9 @@ def test_report_opens_offline_in_chromium_with_interactive_figures(tmp_path, mon
     assert len(seen["shown_widths"]) == 3
     assert all(len(w) == 1 and w[0] > 100 for w in seen["shown_widths"])
     assert seen["csv_lines"] == len(CELLS) + 1  # the download: header and one line a row
+    up, down = ([float(v) for v in column if v] for column in seen["sorted"])
+    assert up == sorted(up) and down == sorted(down, reverse=True) and len(up) == len(CELLS)
+    assert up != down  # the clicks really sort (the values are not all equal)
     # a table too large for a data: link downloads through a Blob made on click
     monkeypatch.setattr(report, "CSV_INLINE_LIMIT", 10)
     big = open_report(write_report(store, tmp_path / "big.html", reference=reference))
