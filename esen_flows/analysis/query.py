@@ -7,7 +7,9 @@ The documents themselves come from ``esen_flows.analysis.documents`` (``query``,
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from jobflow import JobStore
@@ -86,20 +88,31 @@ def hull_table(
 
     if chemsys is not None:
         chemsys = normalise_chemsys(chemsys)
-    rows = []
-    columns = HULL_COLUMNS if compatibility is None else [*HULL_COLUMNS, "energy_correction"]
     docs = store_stability(
         store, potential=potential, e_hull_max=e_hull_max, compatibility=compatibility
     )
+    if chemsys is not None:
+        docs = [d for d in docs if _in_chemsys(d.chemsys, chemsys)]
+    columns = HULL_COLUMNS if compatibility is None else [*HULL_COLUMNS, "energy_correction"]
+    return hull_frame(docs, include_failed, include_unconverged, columns)
+
+
+def hull_frame(
+    docs: Iterable[Any],
+    include_failed: bool = True,
+    include_unconverged: bool = False,
+    columns: Sequence[str] = tuple(HULL_COLUMNS),
+) -> pd.DataFrame:
+    """``hull_table``'s rows from stability documents already placed on a hull (for a caller
+    that holds them, so the hull is not computed again), sorted by e_above_hull."""
+    rows = []
     for d in docs:
-        if chemsys is not None and not _in_chemsys(d.chemsys, chemsys):
-            continue
         if d.status != "ok" and not include_failed:
             continue
         if d.status == "ok" and d.converged is False and not include_unconverged:
             continue
         rows.append({c: getattr(d, c) for c in columns})
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=list(columns))
     return table.sort_values(["e_above_hull", "label"], na_position="last").reset_index(drop=True)
 
 

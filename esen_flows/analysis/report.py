@@ -26,7 +26,7 @@ from jobflow import JobStore
 
 from esen_flows.analysis.metrics import compare_labels
 from esen_flows.analysis.query import (
-    hull_table,
+    hull_frame,
     latest_documents,
 )
 from esen_flows.analysis.report_assets import CSS, FILTERS, SCRIPT
@@ -197,7 +197,7 @@ def _format_number(value: Any) -> str:
 
 
 def _metrics_html(
-    store: JobStore,
+    docs: Sequence[StabilityDocument],
     chemsys: str | None,
     metrics: Mapping[str, Any] | None,
     reference: JobStore | str | Path | None,
@@ -210,9 +210,8 @@ def _metrics_html(
     parts = ["<h2>Against the reference</h2>"]
     figures = []
     if reference is not None:
-        ours = hull_table(store, chemsys, include_failed=False)  # converged ones only
-        ref_store = open_store(reference)
-        ref = hull_table(ref_store, chemsys, include_failed=False)
+        ref_docs = stability_documents(open_store(reference), chemsys)  # its hull, once
+        ours, ref = (hull_frame(d, include_failed=False) for d in (docs, ref_docs))
         if metrics is None:
             metrics = compare_labels(
                 dict(zip(ours.label, ours.stable.astype(bool), strict=True)),
@@ -223,8 +222,8 @@ def _metrics_html(
             for t in (ours, ref)
         )
         names = tuple(
-            ", ".join(sorted({d.potential for d in stability_documents(s, chemsys)})) or name
-            for s, name in ((store, "model"), (ref_store, "reference"))
+            ", ".join(sorted({d.potential for d in group})) or name
+            for group, name in ((docs, "model"), (ref_docs, "reference"))
         )
         figures.append(figure_or_note("parity", lambda: parity_figure(e_form, ref_e, names)))
     metrics = metrics or {}  # given, or computed above
@@ -395,19 +394,19 @@ def write_report(
     Path
         The file written: summary, reference comparison, hulls, phonons and conductivity, then
         the results table (collapsed). Summary and figures come from the newest stability
-        document of each label; the table from ``hull_table(store, chemsys)``. A figure that
+        document of each label; the table holds ``hull_table(store, chemsys)``'s rows. A figure that
         fails leaves a one-line note in its place.
     """
     store = open_store(store)
     if chemsys is not None:  # "Cu, Au" -> "Au-Cu", the form hull_table matches
         chemsys = "-".join(sorted(_elements(chemsys)))
-    docs = stability_documents(store, chemsys)
-    table = hull_table(store, chemsys, include_unconverged=True)
+    docs = stability_documents(store, chemsys)  # the store's hull, computed once here
+    table = hull_frame(docs, include_unconverged=True)
     heading = html.escape(title)
     scope = f"<p>Chemical system: {html.escape(chemsys)}</p>" if chemsys else ""
     sections = [
         _summary_html(store, docs),
-        _metrics_html(store, chemsys, metrics, reference),
+        _metrics_html(docs, chemsys, metrics, reference),
         _hulls_html(docs),
         phonons_html(store, chemsys),
         conductivity_html(store, chemsys, kappa_reference),
