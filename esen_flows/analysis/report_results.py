@@ -21,22 +21,33 @@ from esen_flows.stores import load_band_structure
 MAX_PHONON_PLOTS = 24
 
 
+def _section(title: str, text: str, table: pd.DataFrame, digits: dict[str, int]) -> list[str]:
+    """A heading, its explanation and ``table`` (without ``reason``; the ``digits`` columns
+    rounded, missing values empty) as the first parts of a section."""
+    shown = table.drop(columns=["reason"]).copy()
+    for col, n in digits.items():
+        shown[col] = shown[col].map(lambda v, n=n: "" if pd.isna(v) else f"{v:.{n}f}")
+    return [
+        f"<h2>{title}</h2>",
+        f"<p>{text}</p>",
+        shown.to_html(index=False, border=0, na_rep="", escape=True),
+    ]
+
+
 def phonons_html(store: JobStore, chemsys: str | None) -> str:
     """Dynamic-stability table and interactive band structure + DOS of the phonon results."""
     all_docs = phonon_documents(store, chemsys=chemsys)  # read and decoded once
     if not all_docs:
         return ""
-    table = phonon_frame(all_docs)
-    shown = table.drop(columns=["reason"]).copy()
-    for col in ("min_frequency", "max_frequency", "free_energy", "entropy", "heat_capacity"):
-        shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-    parts = [
-        "<h2>Phonons</h2>",
-        "<p>Frequencies in THz (imaginary ones negative); free energy (kJ/mol), entropy and "
-        "heat capacity (J/K/mol) at 300 K per mole of primitive cells. Dynamically stable: "
-        "acoustic modes at Gamma above -0.01 THz, every other mode non-negative.</p>",
-        shown.to_html(index=False, border=0, na_rep="", escape=True),
-    ]
+    numbers = ("min_frequency", "max_frequency", "free_energy", "entropy", "heat_capacity")
+    parts = _section(
+        "Phonons",
+        "Frequencies in THz (imaginary ones negative); free energy (kJ/mol), entropy and heat "
+        "capacity (J/K/mol) at 300 K per mole of primitive cells. Dynamically stable: acoustic "
+        "modes at Gamma above -0.01 THz, every other mode non-negative.",
+        phonon_frame(all_docs),
+        {col: 4 for col in numbers},
+    )
     docs = [d for d in all_docs if d.status == "ok"]
     docs.sort(key=lambda d: (bool(d.dynamically_stable), d.label))
     figures = []
@@ -63,16 +74,13 @@ def conductivity_html(store: JobStore, chemsys: str | None, reference: str | Non
     docs = latest_documents(store, "conductivity", chemsys=chemsys)
     if not docs:
         return ""
-    table = conductivity_frame(docs).drop(columns=["reason"])  # type: ignore[arg-type]
-    for col in ("kappa", "kappa_particle", "kappa_coherence"):
-        table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    parts = [
-        "<h2>Lattice thermal conductivity</h2>",
-        "<p>kappa at 300 K in W/(m K), (xx+yy+zz)/3 (phono3py); the coherence part is that of "
-        "the Wigner equation when it was included. Structures with imaginary modes get no "
-        "kappa.</p>",
-        table.to_html(index=False, border=0, na_rep="", escape=True),
-    ]
+    parts = _section(
+        "Lattice thermal conductivity",
+        "kappa at 300 K in W/(m K), (xx+yy+zz)/3 (phono3py); the coherence part is that of the "
+        "Wigner equation when it was included. Structures with imaginary modes get no kappa.",
+        conductivity_frame(docs),  # type: ignore[arg-type]
+        {col: 3 for col in ("kappa", "kappa_particle", "kappa_coherence")},
+    )
     if any(d.kappa_mean for d in docs):  # type: ignore[attr-defined]
         parts.append("<p>kappa against temperature:</p>")
         parts.append(figure_or_note("kappa", lambda: kappa_figure(docs)))
